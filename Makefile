@@ -1,0 +1,63 @@
+# CricAlgo — see README.md. Every target installs what it needs and is safe to re-run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
+        dev-status constraints clean
+
+demo: setup
+	$(BIN)/cricalgo dev demo
+
+test: setup lint typecheck
+	@echo "[cricalgo test] pytest (starts the local control plane and services on demand)"
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Everything a fresh machine lacks: the virtualenv, Debian packages, Kubernetes binaries.
+setup: venv system-packages toolchain
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "[cricalgo setup] virtualenv $(VENV) with pinned dependencies (constraints.txt)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+system-packages:
+	@scripts/install-system-packages.sh
+
+# Builds etcd and Kubernetes from the Go module proxy once per machine (cold: see README).
+toolchain: venv
+	@$(BIN)/python -m cricalgo_localstack.binaries
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -m "not cluster and not e2e" $(PYTEST_ARGS)
+
+dev-up: setup
+	$(BIN)/cricalgo dev up
+
+dev-down: venv
+	$(BIN)/cricalgo dev down
+
+dev-status: venv
+	$(BIN)/cricalgo dev status
+
+# Re-pin after changing dependencies in pyproject.toml.
+constraints: venv
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^cricalgo' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

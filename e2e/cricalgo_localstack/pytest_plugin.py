@@ -1,0 +1,186 @@
+"""pytest fixtures for the local stack: real servers, started once per test session.
+
+Loaded for every test directory through `-p cricalgo_localstack.pytest_plugin` in the
+project's pytest settings. Each server starts the first time a test asks for it.
+
+`E2E_CLUSTER=kind` points the Kubernetes fixtures at an existing kind cluster (the current
+kubeconfig context) instead of starting the local control plane.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .binaries import ensure_toolchain
+from .control_plane import ControlPlane
+from .kubeconfig import render_kubeconfig, write_kubeconfig
+from .services import NginxServer, PostgresServer, PrometheusServer, RedisServer, new_work_dir
+from .stack import install_crds, project_crds
+
+_running: list[object] = []
+
+
+def _stop_all() -> None:
+    while _running:
+        server = _running.pop()
+        server.stop()  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Whatever a fixture left running (an interrupted session) stops with pytest."""
+    _stop_all()
+
+
+def _serve(server: object) -> Iterator[object]:
+    server.start()  # type: ignore[attr-defined]
+    _running.append(server)
+    try:
+        yield server
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+        if server in _running:
+            _running.remove(server)
+        shutil.rmtree(server.work_dir, ignore_errors=True)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port; `.restart()` loses every key."""
+    yield from _serve(RedisServer(new_work_dir("redis")))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster; `.create_database(name)` gives each test its own DB."""
+    yield from _serve(PostgresServer(new_work_dir("postgres")))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping whatever `.set_targets(job, targets)` names, every 1 s."""
+    yield from _serve(PrometheusServer(new_work_dir("prometheus")))  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def nginx_server() -> Iterator[NginxServer]:
+    """A real nginx; `.apply_http_config(text)` sets its http block and reloads."""
+    yield from _serve(NginxServer(new_work_dir("nginx")))  # type: ignore[misc]
+
+
+@dataclass
+class KubeCluster:
+    """What a test needs to reach a Kubernetes API server as admin (or as someone else)."""
+
+    kubeconfig: Path
+    server: str
+    ca_file: Path | None
+    kubectl_path: str
+    scratch: Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl_path, f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return proc
+
+    def api_client(self) -> object:
+        """A `kubernetes.client.ApiClient` authenticated as admin."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def kubeconfig_for_token(self, token: str) -> Path:
+        """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+        if self.ca_file is None:
+            raise RuntimeError("token kubeconfigs need the cluster CA")
+        path = self.scratch / f"token-{uuid.uuid4().hex[:8]}.kubeconfig"
+        return write_kubeconfig(
+            path, render_kubeconfig(self.server, self.ca_file, token=token, user="token")
+        )
+
+
+def _kind_cluster(scratch: Path) -> KubeCluster:
+    kubectl = shutil.which("kubectl")
+    if shutil.which("kind") is None or kubectl is None:
+        pytest.skip("E2E_CLUSTER=kind, but kind or kubectl is not installed here")
+    kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+    proc = subprocess.run(
+        [kubectl, "--kubeconfig", str(kubeconfig), "get", "--raw=/readyz"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"E2E_CLUSTER=kind, but no cluster answers: {proc.stderr.strip()}")
+    config = yaml.safe_load(kubeconfig.read_text())
+    current = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c for c in config["clusters"] if c["name"] == current["context"]["cluster"])
+    ca_path = None
+    if "certificate-authority-data" in cluster["cluster"]:
+        import base64
+
+        ca_path = scratch / "kind-ca.crt"
+        ca_path.write_bytes(base64.b64decode(cluster["cluster"]["certificate-authority-data"]))
+    return KubeCluster(kubeconfig, cluster["cluster"]["server"], ca_path, kubectl, scratch)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The real Kubernetes control plane (local processes), with the Istio and CricAlgo CRDs."""
+    scratch = tmp_path_factory.mktemp("kube")
+    if os.environ.get("E2E_CLUSTER") == "kind":
+        cluster = _kind_cluster(scratch)
+        from .istio_crds import istio_crds_path
+
+        for path in [istio_crds_path(), *project_crds()]:
+            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        yield cluster
+        return
+    control_plane = ControlPlane(ensure_toolchain(), scratch / "cluster")
+    control_plane.start()
+    _running.append(control_plane)
+    try:
+        from .istio_crds import istio_crds_path
+
+        install_crds(control_plane, [istio_crds_path(), *project_crds()])
+        yield KubeCluster(
+            kubeconfig=control_plane.kubeconfig,
+            server=control_plane.server,
+            ca_file=control_plane.ca_file,
+            kubectl_path=str(control_plane.toolchain.kubectl),
+            scratch=scratch,
+        )
+    finally:
+        control_plane.stop()
+        if control_plane in _running:
+            _running.remove(control_plane)
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

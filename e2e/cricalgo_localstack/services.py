@@ -1,0 +1,432 @@
+"""Redis, PostgreSQL, Prometheus and nginx from Debian's packages, each as a process
+of its own on a free loopback port, with a readiness check and a clean stop.
+
+Each server object keeps its port across `stop()`/`start()`, so fault tests can take a
+server away and bring it back where clients expect it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .processes import ManagedProcess, StartupError, free_port
+
+
+def _find_binary(name: str, *extra_globs: str) -> str:
+    for pattern in extra_globs:
+        matches = sorted(glob.glob(pattern))
+        if matches:
+            return matches[-1]
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    if found is None:
+        raise StartupError(f"{name} is not installed; run `make system-packages` (Debian packages)")
+    return found
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
+
+
+@dataclass
+class RedisServer:
+    """redis-server without persistence: a restart loses every key, like a crashed pod."""
+
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(
+            "redis",
+            [
+                _find_binary("redis-server"),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.work_dir),
+                "--protected-mode",
+                "no",
+            ],
+            self.work_dir / "redis.log",
+        )
+        self.process.start()
+        self.process.wait_ready(self._ping, 30)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _postgres_bin(name: str) -> str:
+    return _find_binary(name, f"/usr/lib/postgresql/*/bin/{name}")
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL cluster initialised in a temporary directory, trust auth on loopback."""
+
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def dsn(self) -> str:
+        return self.dsn_for("postgres")
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def _user(self) -> str | None:
+        # PostgreSQL refuses to run as root; Debian's package creates the postgres user.
+        return "postgres" if os.geteuid() == 0 else None
+
+    def _data_dir(self) -> Path:
+        return self.work_dir / "data"
+
+    def _initdb(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.work_dir, entry.pw_uid, entry.pw_gid)
+        proc = subprocess.run(
+            [
+                _postgres_bin("initdb"),
+                "-D",
+                str(self._data_dir()),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            user=self._user,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise StartupError(f"initdb failed:\n{proc.stdout}\n{proc.stderr}")
+
+    def _accepts(self) -> bool:
+        proc = subprocess.run(
+            [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def start(self) -> None:
+        if not (self._data_dir() / "PG_VERSION").exists():
+            self._initdb()
+        self.process = ManagedProcess(
+            "postgres",
+            [
+                _postgres_bin("postgres"),
+                "-D",
+                str(self._data_dir()),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.work_dir}",
+                "-c",
+                "max_connections=200",
+                # Test data is disposable: skip fsync for speed, never for durability tests
+                # of PostgreSQL itself (we test our use of it, not its storage).
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            self.work_dir / "postgres.log",
+            user=self._user,
+            # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients.
+            stop_signal=signal.SIGINT,
+        )
+        self.process.start()
+        self.process.wait_ready(self._accepts, 60)
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database (dropping one of that name) and return its DSN."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn_for(name)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@dataclass
+class PrometheusServer:
+    """Prometheus with a generated config: file-based targets, 1 s scrapes, and (when a
+    cluster is given) Kubernetes pod discovery against the local API server."""
+
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    scrape_interval: str = "1s"
+    kubernetes: dict[str, str] | None = None
+    process: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def targets_dir(self) -> Path:
+        return self.work_dir / "targets"
+
+    def render_config(self) -> dict[str, object]:
+        """The prometheus.yml this server runs with."""
+        scrape_configs: list[dict[str, object]] = [
+            {
+                # The `job` label of each target group names its job (see set_targets).
+                "job_name": "file",
+                "file_sd_configs": [
+                    {"files": [str(self.targets_dir / "*.json")], "refresh_interval": "1s"}
+                ],
+            }
+        ]
+        if self.kubernetes:
+            scrape_configs.append(render_pod_discovery(**self.kubernetes))
+        return {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": scrape_configs,
+        }
+
+    def set_targets(
+        self, job: str, targets: list[str], labels: dict[str, str] | None = None
+    ) -> None:
+        """Scrape `targets` (host:port) as job `job` with extra `labels`."""
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        group = {"targets": targets, "labels": {**(labels or {}), "job": job}}
+        tmp = self.targets_dir / f".{job}.json.tmp"
+        tmp.write_text(json.dumps([group]))
+        tmp.rename(self.targets_dir / f"{job}.json")
+
+    def start(self) -> None:
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        config = self.work_dir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(self.render_config(), sort_keys=False))
+        self.process = ManagedProcess(
+            "prometheus",
+            [
+                _find_binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.work_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--storage.tsdb.retention.time=2h",
+                "--log.level=warn",
+            ],
+            self.work_dir / "prometheus.log",
+        )
+        self.process.start()
+        self.process.wait_ready(lambda: _http_ok(f"{self.url}/-/ready"), 60)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def render_pod_discovery(
+    server: str, ca_file: str, cert_file: str, key_file: str
+) -> dict[str, object]:
+    """A scrape job that discovers pods through the API server, as on a real cluster.
+
+    Pods opt in with the usual `prometheus.io/scrape` / `prometheus.io/port` annotations;
+    the pod labels `track`, `version` and `app.kubernetes.io/*` become series labels.
+    """
+    return {
+        "job_name": "kubernetes-pods",
+        "kubernetes_sd_configs": [
+            {
+                "role": "pod",
+                "api_server": server,
+                "tls_config": {"ca_file": ca_file, "cert_file": cert_file, "key_file": key_file},
+            }
+        ],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                "action": "keep",
+                "regex": "true",
+            },
+            {
+                "source_labels": [
+                    "__address__",
+                    "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                ],
+                "action": "replace",
+                "regex": r"([^:]+)(?::\d+)?;(\d+)",
+                "replacement": "$1:$2",
+                "target_label": "__address__",
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_pod_label_track"], "target_label": "track"},
+            {"source_labels": ["__meta_kubernetes_pod_label_version"], "target_label": "version"},
+            {
+                "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+                "target_label": "app",
+            },
+            {
+                "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+                "target_label": "component",
+            },
+        ],
+    }
+
+
+_NGINX_MAIN = """\
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{status_port};
+        location = /healthz {{ return 200 "ok\\n"; }}
+    }}
+    include {prefix}/http.conf;
+}}
+"""
+
+
+@dataclass
+class NginxServer:
+    """nginx on an unprivileged port; callers supply the body of its http block."""
+
+    work_dir: Path
+    port: int = field(default_factory=free_port)
+    status_port: int = field(default_factory=free_port)
+    process: ManagedProcess | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _main_conf(self) -> Path:
+        return self.work_dir / "nginx.conf"
+
+    def _default_http(self) -> str:
+        return (
+            f"server {{ listen 127.0.0.1:{self.port};\n"
+            '  location / { return 404 "no route configured\\n"; }\n}\n'
+        )
+
+    def _nginx(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_find_binary("nginx"), "-p", str(self.work_dir), "-c", str(self._main_conf()), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def start(self) -> None:
+        (self.work_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self._main_conf().write_text(
+            _NGINX_MAIN.format(prefix=self.work_dir, status_port=self.status_port)
+        )
+        http_conf = self.work_dir / "http.conf"
+        if not http_conf.exists():
+            http_conf.write_text(self._default_http())
+        self.process = ManagedProcess(
+            "nginx",
+            [_find_binary("nginx"), "-p", str(self.work_dir), "-c", str(self._main_conf())],
+            self.work_dir / "nginx.out",
+            # SIGQUIT is nginx's graceful stop.
+            stop_signal=signal.SIGQUIT,
+        )
+        self.process.start()
+        self.process.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{self.status_port}/healthz"))
+
+    def apply_http_config(self, text: str) -> None:
+        """Replace the http-block contents, validate with `nginx -t`, then reload.
+
+        A config nginx rejects raises ValueError and leaves the running one untouched.
+        """
+        http_conf = self.work_dir / "http.conf"
+        previous = http_conf.read_text() if http_conf.exists() else self._default_http()
+        http_conf.write_text(text)
+        check = self._nginx("-t")
+        if check.returncode != 0:
+            http_conf.write_text(previous)
+            raise ValueError(f"nginx rejected the config:\n{check.stderr.strip()}")
+        if self.process is not None and self.process.pid is not None:
+            os.kill(self.process.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+
+def new_work_dir(prefix: str) -> Path:
+    """A fresh temporary directory for one server (readable by the postgres user)."""
+    path = Path(tempfile.mkdtemp(prefix=f"cricalgo-{prefix}-"))
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,204 @@
+"""The whole local stack: control plane, Redis, PostgreSQL, Prometheus and nginx.
+
+`cricalgo dev up` starts it detached and records it in a state file; `dev status` and
+`dev down` read that file, so they work from any later shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .binaries import Toolchain, ensure_toolchain
+from .control_plane import ControlPlane
+from .istio_crds import istio_crds_path
+from .processes import pid_alive, terminate_group
+from .services import (
+    NginxServer,
+    PostgresServer,
+    PrometheusServer,
+    RedisServer,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE_FILE = "stack.json"
+
+
+def default_state_dir() -> Path:
+    """`$CRICALGO_STATE_DIR`, else `$XDG_STATE_HOME/cricalgo/dev`."""
+    explicit = os.environ.get("CRICALGO_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "cricalgo" / "dev"
+
+
+def project_crds() -> list[Path]:
+    """The CRDs this repository defines (`crds/*.yaml`)."""
+    return sorted((REPO_ROOT / "crds").glob("*.yaml"))
+
+
+def install_crds(control_plane: ControlPlane, paths: list[Path]) -> None:
+    """Server-side apply CRD files and wait until the API server serves them."""
+    for path in paths:
+        control_plane.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=cricalgo-dev",
+            "-f",
+            str(path),
+        )
+    control_plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+
+
+@dataclass
+class LocalStack:
+    """Every process of the local stack, started in dependency order."""
+
+    state_dir: Path
+    toolchain: Toolchain | None = None
+    control_plane: ControlPlane | None = field(default=None, init=False)
+    redis: RedisServer | None = field(default=None, init=False)
+    postgres: PostgresServer | None = field(default=None, init=False)
+    prometheus: PrometheusServer | None = field(default=None, init=False)
+    nginx: NginxServer | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        toolchain = self.toolchain or ensure_toolchain()
+        try:
+            self.control_plane = ControlPlane(toolchain, self.state_dir / "cluster")
+            self.control_plane.start()
+            _say(f"control plane ready at {self.control_plane.server}", started)
+            install_crds(self.control_plane, [istio_crds_path(), *project_crds()])
+            _say("Istio and CricAlgo CRDs installed", started)
+            self.redis = RedisServer(self.state_dir / "redis")
+            self.redis.start()
+            self.postgres = PostgresServer(self.state_dir / "postgres")
+            self.postgres.start()
+            pki = self.control_plane.pki
+            assert pki is not None
+            self.prometheus = PrometheusServer(
+                self.state_dir / "prometheus",
+                scrape_interval="5s",
+                kubernetes={
+                    "server": self.control_plane.server,
+                    "ca_file": str(pki.ca.cert),
+                    "cert_file": str(pki.admin.cert),
+                    "key_file": str(pki.admin.key),
+                },
+            )
+            self.prometheus.start()
+            self.nginx = NginxServer(self.state_dir / "nginx")
+            self.nginx.start()
+            _say("Redis, PostgreSQL, Prometheus and nginx ready", started)
+        except BaseException:
+            self.stop()
+            raise
+        self.write_state()
+
+    def describe(self) -> dict[str, Any]:
+        if not (self.control_plane and self.redis and self.postgres):
+            raise RuntimeError("the local stack is not started")
+        if not (self.prometheus and self.nginx):
+            raise RuntimeError("the local stack is not started")
+        pids = dict(self.control_plane.describe()["pids"])  # type: ignore[call-overload]
+        signals: dict[str, int] = {}
+        for name, server in (
+            ("redis", self.redis),
+            ("postgres", self.postgres),
+            ("prometheus", self.prometheus),
+            ("nginx", self.nginx),
+        ):
+            if server.process and server.process.pid:
+                pids[name] = server.process.pid
+                signals[name] = int(server.process.stop_signal)
+        return {
+            "state_dir": str(self.state_dir),
+            "kubernetes": {
+                "server": self.control_plane.server,
+                "kubeconfig": str(self.control_plane.kubeconfig),
+                "kubectl": str(self.control_plane.toolchain.kubectl),
+            },
+            "redis": self.redis.url,
+            "postgres": self.postgres.dsn,
+            "prometheus": self.prometheus.url,
+            "nginx": self.nginx.url,
+            "pids": pids,
+            "stop_signals": signals,
+        }
+
+    def write_state(self) -> None:
+        (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe(), indent=2))
+
+    def stop(self) -> None:
+        for server in (self.nginx, self.prometheus, self.postgres, self.redis):
+            if server is not None:
+                server.stop()
+        if self.control_plane is not None:
+            self.control_plane.stop()
+
+
+def _say(message: str, started: float) -> None:
+    print(f"[cricalgo dev] {message} ({time.monotonic() - started:.0f}s)", flush=True)
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """The recorded stack, or None if none was started here."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def live_pids(state: dict[str, Any]) -> dict[str, int]:
+    """The recorded processes that are still running."""
+    return {name: pid for name, pid in state["pids"].items() if pid_alive(int(pid))}
+
+
+def stop_recorded(state_dir: Path) -> list[str]:
+    """Stop every process a state file records and remove the state; return their names."""
+    state = read_state(state_dir)
+    if state is None:
+        return []
+    # Reverse start order: services first, the API server's clients, then etcd last.
+    order = [
+        "nginx",
+        "prometheus",
+        "postgres",
+        "redis",
+        "kube-scheduler",
+        "kube-controller-manager",
+        "kube-apiserver",
+        "etcd",
+    ]
+    stopped = []
+    for name in sorted(state["pids"], key=lambda n: order.index(n) if n in order else -1):
+        pid = int(state["pids"][name])
+        if pid_alive(pid):
+            sig = int(state.get("stop_signals", {}).get(name, signal.SIGTERM))
+            terminate_group(pid, grace=10.0, sig=sig)
+            stopped.append(name)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return stopped
+
+
+def kubectl_cmd(state: dict[str, Any]) -> list[str]:
+    return [state["kubernetes"]["kubectl"], f"--kubeconfig={state['kubernetes']['kubeconfig']}"]
+
+
+def api_ready(state: dict[str, Any]) -> bool:
+    proc = subprocess.run(
+        [*kubectl_cmd(state), "get", "--raw=/readyz"], capture_output=True, text=True, check=False
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == "ok"
