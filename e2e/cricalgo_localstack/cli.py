@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .binaries import BuildError
+from .control_plane import KubectlError
 from .processes import StartupError
 from .stack import (
     LocalStack,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "status":
             return cmd_status(state_dir, args.json)
         return cmd_demo(state_dir)
-    except (BuildError, StartupError) as err:
+    except (BuildError, StartupError, KubectlError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -23,6 +23,10 @@ from .processes import ManagedProcess, free_port
 SERVICE_CIDR = "10.96.0.0/16"
 
 
+class KubectlError(RuntimeError):
+    """kubectl exited non-zero; the message carries its stderr."""
+
+
 def _https_ok(url: str, pki: ClusterPKI) -> bool:
     context = ssl.create_default_context(cafile=str(pki.ca.cert))
     context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
@@ -211,9 +215,7 @@ class ControlPlane:
             check=False,
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(
-                proc.returncode, proc.args, output=proc.stdout, stderr=proc.stderr
-            )
+            raise KubectlError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
 
     def describe(self) -> dict[str, object]:

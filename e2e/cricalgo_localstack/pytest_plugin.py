@@ -24,7 +24,7 @@ from .binaries import ensure_toolchain
 from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
 from .services import NginxServer, PostgresServer, PrometheusServer, RedisServer, new_work_dir
-from .stack import install_crds, project_crds
+from .stack import install_crds
 
 _running: list[object] = []
 
@@ -145,14 +145,16 @@ def _kind_cluster(scratch: Path) -> KubeCluster:
 
 @pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    """The real Kubernetes control plane (local processes), with the Istio and CricAlgo CRDs."""
+    """The real Kubernetes control plane (local processes), with the Istio CRDs installed.
+
+    The project's own CRDs are left to the tests that exercise them.
+    """
     scratch = tmp_path_factory.mktemp("kube")
     if os.environ.get("E2E_CLUSTER") == "kind":
         cluster = _kind_cluster(scratch)
         from .istio_crds import istio_crds_path
 
-        for path in [istio_crds_path(), *project_crds()]:
-            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(istio_crds_path()))
         yield cluster
         return
     control_plane = ControlPlane(ensure_toolchain(), scratch / "cluster")
@@ -161,7 +163,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     try:
         from .istio_crds import istio_crds_path
 
-        install_crds(control_plane, [istio_crds_path(), *project_crds()])
+        install_crds(control_plane, [istio_crds_path()])
         yield KubeCluster(
             kubeconfig=control_plane.kubeconfig,
             server=control_plane.server,
