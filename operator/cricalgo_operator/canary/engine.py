@@ -1,0 +1,291 @@
+"""The canary decision: `decide(config, status, readings, now) -> Decision`.
+
+Pure and deterministic: the same inputs give the same decision, time is a parameter, and
+the decision carries the next status, so an operator restarted mid-canary resumes from
+the status alone.  The runner performs the side effects the decision's action names.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cricalgo_operator.canary.judge import judge, tick_verdict
+from cricalgo_operator.canary.model import (
+    NO_CONTROL,
+    Action,
+    CanaryConfig,
+    CanaryStatus,
+    Control,
+    Decision,
+    Ended,
+    MetricVerdict,
+    Phase,
+    Readings,
+    Verdict,
+)
+
+_EPSILON = 1e-6  # seconds; absorbs float noise in elapsed-time comparisons
+_ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+
+
+def decide(
+    config: CanaryConfig,
+    status: CanaryStatus,
+    readings: Readings,
+    now: datetime,
+    control: Control = NO_CONTROL,
+) -> Decision:
+    """Decide this tick. `control` carries manual requests (promote/abort/retry/resume)."""
+    if status.phase == Phase.PROMOTING:
+        return Decision(Action.PROMOTE, "Promoting", "promotion in progress", status)
+    if status.phase == Phase.ROLLING_BACK:
+        return Decision(Action.ROLLBACK, "RollingBack", "rollback in progress", status)
+    if status.phase in _ACTIVE and status.canary_image:
+        return _decide_active(config, status, readings, now, control)
+    return _decide_idle(config, status, now, control)
+
+
+def _is_stable(config: CanaryConfig, status: CanaryStatus) -> bool:
+    if status.stable_revision:
+        return config.revision == status.stable_revision
+    return config.image == status.stable_image
+
+
+def _is_canary(config: CanaryConfig, status: CanaryStatus) -> bool:
+    if status.canary_revision:
+        return config.revision == status.canary_revision
+    return config.image == status.canary_image
+
+
+def _first_step(config: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
+    return status.evolve(
+        phase=Phase.PROGRESSING,
+        canary_image=config.image,
+        canary_revision=config.revision,
+        canary_weight=config.steps[0],
+        current_step=0,
+        step_started_at=now,
+        failed_checks=0,
+        inconclusive_checks=0,
+    )
+
+
+def _decide_idle(
+    config: CanaryConfig, status: CanaryStatus, now: datetime, control: Control
+) -> Decision:
+    if not status.stable_image:
+        return Decision(
+            Action.IDLE, "NoStableVersion", "first version is deployed directly", status
+        )
+    if _is_stable(config, status):
+        if status.phase == Phase.ROLLED_BACK:
+            # The user went back to the stable version: nothing is rolled back any more.
+            ready = status.evolve(phase=Phase.READY)
+            return Decision(Action.IDLE, "UpToDate", "spec matches the stable version", ready)
+        return Decision(Action.IDLE, "UpToDate", "spec matches the stable version", status)
+    consumed: frozenset[str] = frozenset()
+    if config.image == status.failed_image:
+        if not control.retry:
+            message = f"{config.image} failed its canary; retry to analyse it again"
+            return Decision(Action.IDLE, "FailedImage", message, status)
+        consumed = frozenset({"retry"})
+    if config.paused:
+        return Decision(
+            Action.IDLE, "Paused", "canary paused before it started", status, consumed=consumed
+        )
+    started = _first_step(config, status, now)
+    if consumed:
+        started = started.evolve(failed_image=None)
+    message = f"canary {config.image} started at {config.steps[0]}%"
+    return Decision(Action.START, "CanaryStarted", message, started, consumed=consumed)
+
+
+def _rollback(
+    status: CanaryStatus,
+    reason: str,
+    message: str,
+    outcome: str,
+    verdicts: tuple[MetricVerdict, ...] = (),
+    tick: Verdict | None = None,
+    failed: bool = True,
+    consumed: frozenset[str] = frozenset(),
+) -> Decision:
+    assert status.canary_image is not None
+    rolling = status.evolve(phase=Phase.ROLLING_BACK, canary_weight=0)
+    if failed:
+        rolling = rolling.evolve(failed_image=status.canary_image)
+    ended = Ended(status.canary_image, outcome, reason)
+    return Decision(Action.ROLLBACK, reason, message, rolling, verdicts, tick, ended, consumed)
+
+
+def _promote(
+    status: CanaryStatus,
+    reason: str,
+    message: str,
+    verdicts: tuple[MetricVerdict, ...] = (),
+    tick: Verdict | None = None,
+    consumed: frozenset[str] = frozenset(),
+) -> Decision:
+    assert status.canary_image is not None
+    promoting = status.evolve(phase=Phase.PROMOTING)
+    ended = Ended(status.canary_image, "promoted", reason)
+    return Decision(Action.PROMOTE, reason, message, promoting, verdicts, tick, ended, consumed)
+
+
+def _advance(
+    config: CanaryConfig,
+    status: CanaryStatus,
+    now: datetime,
+    reason: str,
+    verdicts: tuple[MetricVerdict, ...] = (),
+    tick: Verdict | None = None,
+    consumed: frozenset[str] = frozenset(),
+) -> Decision:
+    """Next step, or promotion after the last one."""
+    step = min(status.current_step, len(config.steps) - 1)
+    if step + 1 >= len(config.steps):
+        message = f"all steps passed; promoting {status.canary_image}"
+        return _promote(
+            status,
+            "Promoted" if reason == "StepPassed" else reason,
+            message,
+            verdicts,
+            tick,
+            consumed,
+        )
+    weight = config.steps[step + 1]
+    nxt = status.evolve(
+        phase=Phase.PROGRESSING,
+        current_step=step + 1,
+        canary_weight=weight,
+        step_started_at=now,
+        inconclusive_checks=0,
+    )
+    message = f"step {step + 1}: weight {weight}%"
+    return Decision(Action.ADVANCE, reason, message, nxt, verdicts, tick, None, consumed)
+
+
+def _decide_active(
+    config: CanaryConfig, status: CanaryStatus, readings: Readings, now: datetime, control: Control
+) -> Decision:
+    assert status.canary_image is not None
+    if not _is_canary(config, status):
+        if _is_stable(config, status):
+            return _rollback(
+                status,
+                "Reverted",
+                "spec returned to the stable version",
+                "superseded",
+                failed=False,
+            )
+        restarted = _first_step(config, status, now)
+        ended = Ended(status.canary_image, "superseded", "NewImage")
+        message = f"{config.image} replaces canary {status.canary_image}; analysis restarts"
+        return Decision(Action.RESTART, "NewImage", message, restarted, ended=ended)
+    if control.abort:
+        return _rollback(
+            status, "Aborted", "aborted by user", "aborted", consumed=frozenset({"abort"})
+        )
+    if control.promote == "full":
+        return _promote(
+            status, "ManualPromotion", "promoted by user", consumed=frozenset({"promote"})
+        )
+
+    # Normalise: the weight always follows the (possibly edited) step list.
+    step = max(0, min(status.current_step, len(config.steps) - 1))
+    status = status.evolve(current_step=step, canary_weight=config.steps[step])
+    if status.step_started_at is None:
+        status = status.evolve(step_started_at=now)
+    verdicts = judge(config, readings)
+    tick = tick_verdict(verdicts)
+
+    if config.paused:
+        paused = status.evolve(phase=Phase.PAUSED)
+        if status.phase != Phase.PAUSED:
+            return Decision(Action.PAUSE, "PausedByUser", "paused by user", paused, verdicts, tick)
+        return Decision(Action.HOLD, "Paused", "paused", paused, verdicts, tick)
+    if status.phase == Phase.PAUSED:
+        stuck = status.inconclusive_checks >= config.max_inconclusive
+        if stuck and not (control.resume or control.promote == "step"):
+            message = "paused after inconclusive analysis; resume or promote to continue"
+            return Decision(Action.HOLD, "PausedNoData", message, status, verdicts, tick)
+        resumed = status.evolve(phase=Phase.PROGRESSING, inconclusive_checks=0, step_started_at=now)
+        if control.promote == "step":
+            return _advance(
+                config, resumed, now, "ManualStep", verdicts, tick, frozenset({"promote"})
+            )
+        consumed = frozenset({"resume"}) if control.resume else frozenset()
+        return Decision(
+            Action.RESUME, "Resumed", "analysis resumed", resumed, verdicts, tick, None, consumed
+        )
+    if control.promote == "step":
+        return _advance(config, status, now, "ManualStep", verdicts, tick, frozenset({"promote"}))
+
+    failing = [v for v in verdicts if v.verdict == Verdict.FAIL]
+    severe = [v for v in failing if v.severe]
+    if severe:
+        what = "; ".join(f"{v.name} {v.reason}" for v in severe)
+        message = f"fail fast (>{config.fail_fast_factor:g}x threshold): {what}"
+        return _rollback(status, "FailFast", message, "rolledBack", verdicts, tick)
+    if tick == Verdict.FAIL or (tick == Verdict.NODATA and config.on_no_data == "fail"):
+        failed = status.failed_checks + 1
+        counted = status.evolve(failed_checks=failed, inconclusive_checks=0)
+        bad = failing or [v for v in verdicts if v.verdict == Verdict.NODATA]
+        what = "; ".join(f"{v.name} {v.reason}" for v in bad)
+        if failed >= config.max_failed_checks:
+            message = f"{failed} failed checks (max {config.max_failed_checks}): {what}"
+            return _rollback(counted, "FailedChecks", message, "rolledBack", verdicts, tick)
+        message = f"check failed ({failed}/{config.max_failed_checks}): {what}"
+        return Decision(Action.HOLD, "CheckFailed", message, counted, verdicts, tick)
+    if tick == Verdict.NODATA:
+        count = status.inconclusive_checks + 1
+        counted = status.evolve(inconclusive_checks=count)
+        what = "; ".join(f"{v.name} {v.reason}" for v in verdicts if v.verdict == Verdict.NODATA)
+        if count >= config.max_inconclusive:
+            message = f"{count} inconclusive checks in a row: {what}"
+            paused = counted.evolve(phase=Phase.PAUSED)
+            return Decision(Action.PAUSE, "NoData", message, paused, verdicts, tick)
+        message = f"no data ({count}/{config.max_inconclusive}): {what}"
+        return Decision(Action.HOLD, "Inconclusive", message, counted, verdicts, tick)
+
+    passed = status.evolve(inconclusive_checks=0)
+    assert passed.step_started_at is not None
+    elapsed = (now - passed.step_started_at).total_seconds()
+    if elapsed + _EPSILON >= config.step_duration:
+        return _advance(config, passed, now, "StepPassed", verdicts, tick)
+    message = (
+        f"step {step} at {passed.canary_weight}%: {elapsed:.0f}s of {config.step_duration:.0f}s"
+    )
+    return Decision(Action.HOLD, "StepInProgress", message, passed, verdicts, tick)
+
+
+def promotion_finished(status: CanaryStatus) -> CanaryStatus:
+    """The status once the stable track runs the canary's version and serves all traffic."""
+    failed = None if status.failed_image == status.canary_image else status.failed_image
+    return status.evolve(
+        phase=Phase.READY,
+        stable_image=status.canary_image,
+        stable_revision=status.canary_revision,
+        canary_image=None,
+        canary_revision=None,
+        canary_weight=0,
+        current_step=-1,
+        step_started_at=None,
+        failed_checks=0,
+        inconclusive_checks=0,
+        failed_image=failed,
+    )
+
+
+def rollback_finished(status: CanaryStatus) -> CanaryStatus:
+    """The status once the canary has no traffic and no pods."""
+    rolled_back = status.canary_image is not None and status.failed_image == status.canary_image
+    return status.evolve(
+        phase=Phase.ROLLED_BACK if rolled_back else Phase.READY,
+        canary_image=None,
+        canary_revision=None,
+        canary_weight=0,
+        current_step=-1,
+        step_started_at=None,
+        inconclusive_checks=0,
+    )

@@ -1,0 +1,321 @@
+"""The canary engine's vocabulary: configuration, state, readings, controls, decisions.
+
+Everything here is plain immutable data, parsed from (and rendered back to) the custom
+resource's dictionaries, so the engine itself never touches Kubernetes or a clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from cricalgo_operator.canary.durations import parse_duration
+
+CANARY = "canary"
+STABLE = "stable"
+# Volume readings: how much traffic the canary saw in the window (gate for ratio metrics).
+REQUESTS = "requests"
+TASKS = "tasks"
+
+
+class Phase(StrEnum):
+    INITIALIZING = "Initializing"
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTING = "Promoting"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class Action(StrEnum):
+    """What the runner must do after a decision."""
+
+    IDLE = "idle"  # no canary running and none to start
+    START = "start"  # create the canary at the first step's weight
+    RESTART = "restart"  # a newer image replaced the canary: back to the first step
+    HOLD = "hold"  # keep the weight
+    ADVANCE = "advance"  # move to the next step's weight
+    PAUSE = "pause"  # stop advancing until resumed
+    RESUME = "resume"  # continue after a pause
+    PROMOTE = "promote"  # make the canary the stable version
+    ROLLBACK = "rollback"  # weight 0 at once, scale the canary to 0
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NODATA = "nodata"
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    """One judged metric: fixed bounds and/or a comparison with the stable track."""
+
+    name: str
+    query: str | None = None  # PromQL template; None for built-ins (taken from the template set)
+    min: float | None = None
+    max: float | None = None
+    compare_to: str | None = None  # "stable"
+    max_increase: float | None = None
+    max_relative_increase: float | None = None
+    volume: str | None = None  # REQUESTS / TASKS: reading that must reach minRequests
+
+    @classmethod
+    def from_spec(cls, item: Mapping[str, Any]) -> MetricCheck:
+        def num(key: str) -> float | None:
+            value = item.get(key)
+            return None if value is None else float(value)
+
+        return cls(
+            name=str(item["name"]),
+            query=item.get("query"),
+            min=num("min"),
+            max=num("max"),
+            compare_to=item.get("compareTo"),
+            max_increase=num("maxIncrease"),
+            max_relative_increase=num("maxRelativeIncrease"),
+        )
+
+
+DEFAULT_SLO: Mapping[str, float] = {
+    "errorRate": 0.005,
+    "latencyP95": 2.0,
+    "latencyP99": 5.0,
+    "queueDepth": 50.0,
+    "taskFailureRate": 0.01,
+}
+# Which volume reading gates each built-in SLO (queue depth is meaningful at any traffic).
+_SLO_VOLUME = {
+    "errorRate": REQUESTS,
+    "latencyP95": REQUESTS,
+    "latencyP99": REQUESTS,
+    "queueDepth": None,
+    "taskFailureRate": TASKS,
+}
+
+
+def slo_checks(slo: Mapping[str, Any]) -> tuple[MetricCheck, ...]:
+    """The built-in checks of `spec.canary.slo` (each an upper bound on the canary track)."""
+    return tuple(
+        MetricCheck(name=name, max=float(slo.get(name, default)), volume=_SLO_VOLUME[name])
+        for name, default in DEFAULT_SLO.items()
+    )
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """`spec.canary` plus the target version, with the CRD's defaults applied."""
+
+    image: str
+    revision: str  # identity of the desired pod template (the image when nothing finer is known)
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    step_duration: float = 1800.0
+    analysis_interval: float = 60.0
+    max_failed_checks: int = 3
+    fail_fast_factor: float = 5.0
+    max_inconclusive: int = 5
+    min_requests: int = 20
+    on_no_data: str = "hold"
+    paused: bool = False
+    templates: str = "workload"
+    prometheus_url: str | None = None
+    checks: tuple[MetricCheck, ...] = field(default_factory=lambda: slo_checks({}))
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], revision: str | None = None) -> CanaryConfig:
+        """Parse a CricAlgoDeployment `spec`; `revision` defaults to the image."""
+        canary: Mapping[str, Any] = spec.get("canary") or {}
+        checks = list(slo_checks(canary.get("slo") or {}))
+        for item in canary.get("metrics") or []:
+            custom = MetricCheck.from_spec(item)
+            # A custom metric named like a built-in replaces it (override threshold or query).
+            checks = [c for c in checks if c.name != custom.name]
+            checks.append(custom)
+        steps = tuple(int(s) for s in canary.get("steps") or (10, 25, 50, 100))
+        if not steps or any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"canary.steps must be non-empty and strictly increasing: {steps}")
+        image = str(spec["image"])
+        return cls(
+            image=image,
+            revision=revision or image,
+            steps=steps,
+            step_duration=parse_duration(canary.get("stepDuration", "30m")),
+            analysis_interval=parse_duration(canary.get("analysisInterval", "1m")),
+            max_failed_checks=int(canary.get("maxFailedChecks", 3)),
+            fail_fast_factor=float(canary.get("failFastFactor", 5)),
+            max_inconclusive=int(canary.get("maxInconclusive", 5)),
+            min_requests=int(canary.get("minRequests", 20)),
+            on_no_data=str(canary.get("onNoData", "hold")),
+            paused=bool(canary.get("paused", False)),
+            templates=str(canary.get("templates", "workload")),
+            prometheus_url=(canary.get("prometheus") or {}).get("url"),
+            checks=tuple(checks),
+        )
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class CanaryStatus:
+    """The canary part of `status`: everything needed to resume after an operator restart."""
+
+    phase: str | None = None
+    stable_image: str | None = None
+    stable_revision: str | None = None
+    canary_image: str | None = None
+    canary_revision: str | None = None
+    canary_weight: int = 0
+    current_step: int = -1
+    step_started_at: datetime | None = None
+    failed_checks: int = 0
+    inconclusive_checks: int = 0
+    failed_image: str | None = None
+
+    @classmethod
+    def from_dict(cls, status: Mapping[str, Any] | None) -> CanaryStatus:
+        status = status or {}
+        return cls(
+            phase=status.get("phase"),
+            stable_image=status.get("stableImage"),
+            stable_revision=status.get("stableRevision"),
+            canary_image=status.get("canaryImage"),
+            canary_revision=status.get("canaryRevision"),
+            canary_weight=int(status.get("canaryWeight") or 0),
+            current_step=int(
+                status.get("currentStep", -1) if status.get("currentStep") is not None else -1
+            ),
+            step_started_at=parse_time(status.get("stepStartedAt")),
+            failed_checks=int(status.get("failedChecks") or 0),
+            inconclusive_checks=int(status.get("inconclusiveChecks") or 0),
+            failed_image=status.get("failedImage"),
+        )
+
+    def to_patch(self) -> dict[str, Any]:
+        """The status fields as a merge patch (None deletes a field)."""
+        return {
+            "phase": self.phase,
+            "stableImage": self.stable_image,
+            "stableRevision": self.stable_revision,
+            "canaryImage": self.canary_image,
+            "canaryRevision": self.canary_revision,
+            "canaryWeight": self.canary_weight,
+            "currentStep": self.current_step,
+            "stepStartedAt": format_time(self.step_started_at) if self.step_started_at else None,
+            "failedChecks": self.failed_checks,
+            "inconclusiveChecks": self.inconclusive_checks,
+            "failedImage": self.failed_image,
+        }
+
+    def evolve(self, **changes: Any) -> CanaryStatus:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One PromQL result for one track; `value` None means no data, `error` says why."""
+
+    name: str
+    track: str
+    value: float | None
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.value is not None and math.isnan(self.value):
+            object.__setattr__(self, "value", None)
+            object.__setattr__(self, "error", self.error or "NaN")
+
+
+class Readings:
+    """The readings of one analysis tick, looked up by (name, track)."""
+
+    def __init__(self, readings: Iterable[Reading] = ()) -> None:
+        self._by_key = {(r.name, r.track): r for r in readings}
+
+    def get(self, name: str, track: str = CANARY) -> Reading:
+        return self._by_key.get((name, track)) or Reading(name, track, None, "not queried")
+
+    def __iter__(self) -> Any:
+        return iter(self._by_key.values())
+
+    def __repr__(self) -> str:
+        return f"Readings({list(self._by_key.values())!r})"
+
+
+@dataclass(frozen=True)
+class Control:
+    """Manual requests from the kubectl plugin (annotations) for this tick."""
+
+    promote: str | None = None  # "step" | "full"
+    abort: bool = False
+    retry: bool = False
+    resume: bool = False
+
+
+NO_CONTROL = Control()
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    name: str
+    track: str
+    value: float | None
+    threshold: float | None
+    verdict: Verdict
+    reason: str
+    severe: bool = False  # beyond failFastFactor x its threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        def finite(v: float | None) -> float | None:
+            # JSON has no Infinity; the reason carries "+Inf".
+            return v if v is None or math.isfinite(v) else None
+
+        return {
+            "name": self.name,
+            "track": self.track,
+            "value": finite(self.value),
+            "threshold": finite(self.threshold),
+            "verdict": str(self.verdict),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A canary that ended with this decision, for `status.history`."""
+
+    image: str
+    outcome: str  # promoted | rolledBack | superseded | aborted
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str  # machine-readable CamelCase, also the Event reason
+    message: str  # for humans
+    status: CanaryStatus  # the next canary status
+    verdicts: tuple[MetricVerdict, ...] = ()
+    tick: Verdict | None = None  # the analysis verdict, None when nothing was judged
+    ended: Ended | None = None
+    consumed: frozenset[str] = frozenset()  # control requests acted upon
+
+    @property
+    def weight(self) -> int:
+        return self.status.canary_weight
