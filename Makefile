@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
-        dev-status constraints clean
+        dev-status constraints images clean
 
 demo: setup
 	$(BIN)/cricalgo dev demo
@@ -58,6 +58,14 @@ dev-status: venv
 constraints: venv
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^cricalgo' > constraints.txt
+
+# Container images, where a Docker engine exists (not on the project's own machines or CI).
+IMAGE_TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+images:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || \
+	  { echo "make images needs a running Docker engine; none is available here"; exit 1; }
+	docker build -f operator/Dockerfile -t cricalgo/operator:$(IMAGE_TAG) .
+	docker build -f workload/Dockerfile -t cricalgo/workload:$(IMAGE_TAG) .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
