@@ -1,0 +1,127 @@
+"""The CricAlgoDeployment CRD on the real API server: defaults, CEL rules, printer columns."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+from cricalgo_operator.model import with_defaults
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("cad_crd")]
+
+MINIMAL: dict[str, Any] = {
+    "apiVersion": "cricalgo.io/v1alpha1",
+    "kind": "CricAlgoDeployment",
+    "metadata": {"name": "pay"},
+    "spec": {
+        "image": "registry.local/cricalgo:1.0.0",
+        "database": {"secretRef": {"name": "db"}},
+        "redis": {"secretRef": {"name": "redis"}},
+    },
+}
+
+
+def _cr(**spec: Any) -> dict[str, Any]:
+    body = copy.deepcopy(MINIMAL)
+    for key, value in spec.items():
+        if value is None:
+            body["spec"].pop(key, None)
+        else:
+            body["spec"][key] = value
+    return body
+
+
+def _create(kube_cluster: Any, namespace: str, body: dict[str, Any]) -> Any:
+    return kube_cluster.kubectl(
+        "create", "-n", namespace, "-f", "-", input=yaml.safe_dump(body), check=False
+    )
+
+
+def test_minimal_cr_gets_the_documented_defaults(kube_cluster: Any, namespace: str) -> None:
+    proc = _create(kube_cluster, namespace, MINIMAL)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(
+        kube_cluster.kubectl("get", "cad", "pay", "-n", namespace, "-o", "json").stdout
+    )
+    # The Python defaults used by rendering are the CRD's, field for field.
+    assert got["spec"] == with_defaults(MINIMAL["spec"])
+
+
+def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
+    assert _create(kube_cluster, namespace, MINIMAL).returncode == 0
+    header = kube_cluster.kubectl("get", "cad", "-n", namespace).stdout.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "AGE"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"canary": {"steps": [10, 50, 25, 100]}}, "canary.steps must be strictly increasing"),
+        ({"canary": {"steps": [10, 10, 100]}}, "canary.steps must be strictly increasing"),
+        ({"canary": {"steps": [10, 25, 50]}}, "canary.steps must end at 100"),
+        ({"app": {"replicas": {"min": 5, "max": 4}}}, "replicas.min must be less than or equal"),
+        ({"worker": {"replicas": {"min": 11}}}, "replicas.min must be less than or equal"),
+        ({"traffic": {"provider": "linkerd"}}, 'supported values: "istio", "nginx", "none"'),
+        ({"canary": {"stepDuration": "-5m"}}, "must be a positive duration such as 30s"),
+        ({"canary": {"analysisInterval": "0s"}}, "must be a positive duration such as 30s"),
+        ({"canary": {"stepDuration": "soon"}}, "must be a positive duration such as 30s"),
+        (
+            {"canary": {"stepDuration": "1m", "analysisInterval": "5m"}},
+            "canary.analysisInterval must not be longer than canary.stepDuration",
+        ),
+        ({"image": None}, "spec.image: Required value"),
+        (
+            {"traffic": {"provider": "istio"}},
+            "traffic.hosts must list at least one host when traffic.provider is istio",
+        ),
+        (
+            {"traffic": {"provider": "nginx", "hosts": ["pay.example.com"]}},
+            "traffic.ingressClassName is required when traffic.provider is nginx",
+        ),
+        (
+            {"canary": {"metrics": [{"name": "x", "query": "up"}]}},
+            "a canary metric needs min, max or compareTo",
+        ),
+        (
+            {"canary": {"metrics": [{"name": "x", "query": "up", "max": 1, "maxIncrease": 1}]}},
+            "maxIncrease and maxRelativeIncrease need compareTo",
+        ),
+    ],
+)
+def test_invalid_cr_is_rejected_with_its_message(
+    kube_cluster: Any, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    proc = _create(kube_cluster, namespace, _cr(**spec))
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"traffic": {"provider": "istio", "hosts": ["pay.example.com"], "gateways": ["gw"]}},
+        {"traffic": {"provider": "nginx", "ingressClassName": "nginx"}},
+        {"canary": {"steps": [100], "stepDuration": "1m30s", "analysisInterval": "30s"}},
+        {
+            "canary": {
+                "metrics": [
+                    {"name": "err", "query": "up{namespace='{namespace}'}", "max": 0.1},
+                    {
+                        "name": "p50",
+                        "query": "x",
+                        "compareTo": "stable",
+                        "maxRelativeIncrease": 0.2,
+                    },
+                ]
+            }
+        },
+    ],
+)
+def test_valid_variants_are_accepted(
+    kube_cluster: Any, namespace: str, spec: dict[str, Any]
+) -> None:
+    proc = _create(kube_cluster, namespace, _cr(**spec))
+    assert proc.returncode == 0, proc.stderr
