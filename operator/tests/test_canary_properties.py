@@ -1,0 +1,197 @@
+"""Invariants of the canary engine (issue 5 section 1), checked with hypothesis."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from cricalgo_operator.canary import (
+    Action,
+    CanaryConfig,
+    CanaryStatus,
+    Control,
+    Phase,
+    Reading,
+    Readings,
+    decide,
+    promotion_finished,
+    rollback_finished,
+)
+from cricalgo_operator.canary.model import REQUESTS, TASKS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+SETTINGS = settings(max_examples=60, deadline=None)
+
+steps_st = st.lists(st.integers(1, 99), min_size=0, max_size=5, unique=True).map(
+    lambda xs: (*sorted(xs), 100)
+)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> CanaryConfig:
+    interval = draw(st.integers(1, 120))
+    return CanaryConfig.from_spec(
+        {
+            "image": "app:v2",
+            "canary": {
+                "steps": list(draw(steps_st)),
+                "analysisInterval": f"{interval}s",
+                "stepDuration": f"{interval * draw(st.integers(1, 10))}s",
+                "maxFailedChecks": draw(st.integers(1, 5)),
+                "maxInconclusive": draw(st.integers(1, 5)),
+                "failFastFactor": draw(st.sampled_from([1, 2, 5, 10])),
+                "onNoData": draw(st.sampled_from(["hold", "fail"])),
+                "minRequests": draw(st.sampled_from([0, 20])),
+            },
+        }
+    )
+
+
+def healthy(cfg: CanaryConfig) -> Readings:
+    values = {c.name: 0.0 for c in cfg.checks} | {REQUESTS: 1000.0, TASKS: 1000.0}
+    return Readings(Reading(n, t, v) for n, v in values.items() for t in ("canary", "stable"))
+
+
+@st.composite
+def readings_for(draw: st.DrawFn, cfg: CanaryConfig) -> Readings:
+    """Anything Prometheus might say: good, bad, terrible, missing, low traffic."""
+    out = []
+    for name in [c.name for c in cfg.checks] + [REQUESTS, TASKS]:
+        for track in ("canary", "stable"):
+            value = draw(
+                st.one_of(
+                    st.none(),
+                    st.sampled_from([0.0, 1e-4, 0.01, 0.5, 3.0, 100.0, 1000.0, float("inf")]),
+                )
+            )
+            out.append(Reading(name, track, value, "" if value is not None else "empty"))
+    return Readings(out)
+
+
+@st.composite
+def active_statuses(draw: st.DrawFn, cfg: CanaryConfig) -> CanaryStatus:
+    step = draw(st.integers(0, len(cfg.steps) - 1))
+    return CanaryStatus(
+        phase=draw(st.sampled_from([Phase.PROGRESSING, Phase.PAUSED])),
+        stable_image="app:v1",
+        canary_image="app:v2",
+        canary_weight=cfg.steps[step],
+        current_step=step,
+        step_started_at=T0 - timedelta(seconds=draw(st.integers(0, 100_000))),
+        failed_checks=draw(st.integers(0, cfg.max_failed_checks - 1)),
+        inconclusive_checks=draw(st.integers(0, cfg.max_inconclusive)),
+    )
+
+
+def finish(decision_status: CanaryStatus, action: Action) -> CanaryStatus:
+    """What the runner does after carrying out a promotion or rollback."""
+    if action == Action.PROMOTE:
+        return promotion_finished(decision_status)
+    if action == Action.ROLLBACK:
+        return rollback_finished(decision_status)
+    return decision_status
+
+
+@SETTINGS
+@given(st.data())
+def test_never_promotes_or_advances_with_a_reading_missing(data: st.DataObject) -> None:
+    cfg = data.draw(configs())
+    status = data.draw(active_statuses(cfg))
+    readings = data.draw(readings_for(cfg))
+    missing = data.draw(st.sampled_from([c.name for c in cfg.checks]))
+    kept = [r for r in readings if not (r.name == missing and r.track == "canary")]
+    decision = decide(cfg, status, Readings(kept), T0)
+    assert decision.action not in (Action.PROMOTE, Action.ADVANCE)
+
+
+@SETTINGS
+@given(st.data())
+def test_weights_are_step_values_or_zero_and_rollback_ends_at_zero(data: st.DataObject) -> None:
+    cfg = data.draw(configs())
+    status = CanaryStatus(phase=Phase.READY, stable_image="app:v1")
+    allowed = {0, *cfg.steps}
+    now = T0
+    for _ in range(data.draw(st.integers(1, 25))):
+        now += timedelta(seconds=cfg.analysis_interval)
+        control = data.draw(
+            st.sampled_from(
+                [Control(), Control(), Control(), Control(promote="step"), Control(resume=True)]
+            )
+        )
+        decision = decide(cfg, status, data.draw(readings_for(cfg)), now, control)
+        assert decision.weight in allowed
+        if decision.action == Action.ROLLBACK:
+            assert decision.weight == 0
+            assert rollback_finished(decision.status).canary_weight == 0
+        status = finish(decision.status, decision.action)
+        assert status.canary_weight in allowed
+
+
+@SETTINGS
+@given(st.data())
+def test_same_inputs_same_decision(data: st.DataObject) -> None:
+    cfg = data.draw(configs())
+    status = data.draw(active_statuses(cfg))
+    readings = data.draw(readings_for(cfg))
+    now = T0 + timedelta(seconds=data.draw(st.integers(0, 10_000)))
+    control = data.draw(
+        st.builds(
+            Control,
+            promote=st.sampled_from([None, "step", "full"]),
+            abort=st.booleans(),
+            retry=st.booleans(),
+            resume=st.booleans(),
+        )
+    )
+    assert decide(cfg, status, readings, now, control) == decide(
+        cfg, status, readings, now, control
+    )
+
+
+@SETTINGS
+@given(cfg=configs())
+def test_all_good_readings_promote_in_sum_of_step_durations(cfg: CanaryConfig) -> None:
+    """Ticks every interval; stepDuration is a multiple of it, so each step takes exactly it."""
+    status = CanaryStatus(phase=Phase.READY, stable_image="app:v1")
+    start = T0
+    decision = decide(cfg, status, healthy(cfg), start)
+    assert decision.action == Action.START
+    status = decision.status
+    now = start
+    interval = timedelta(seconds=cfg.analysis_interval)
+    total = len(cfg.steps) * cfg.step_duration
+    for _ in range(int(total / cfg.analysis_interval) + 2):
+        now += interval
+        decision = decide(cfg, status, healthy(cfg), now)
+        assert decision.action in (Action.HOLD, Action.ADVANCE, Action.PROMOTE)
+        status = decision.status
+        if decision.action == Action.PROMOTE:
+            break
+    assert decision.action == Action.PROMOTE
+    took = (now - start).total_seconds()
+    assert total <= took <= total + cfg.analysis_interval
+    assert promotion_finished(status).stable_image == "app:v2"
+
+
+@SETTINGS
+@given(cfg=configs(), offset=st.floats(0, 1))
+def test_promotion_lags_at_most_one_interval_per_step_when_ticks_do_not_divide_steps(
+    cfg: CanaryConfig, offset: float
+) -> None:
+    stretched = replace(cfg, step_duration=cfg.step_duration + offset * cfg.analysis_interval)
+    status = decide(
+        stretched, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), healthy(cfg), T0
+    ).status
+    now = T0
+    total = len(cfg.steps) * stretched.step_duration
+    for _ in range(int(total / cfg.analysis_interval) + len(cfg.steps) + 2):
+        now += timedelta(seconds=cfg.analysis_interval)
+        decision = decide(stretched, status, healthy(cfg), now)
+        status = decision.status
+        if decision.action == Action.PROMOTE:
+            break
+    assert decision.action == Action.PROMOTE
+    took = (now - T0).total_seconds()
+    assert total <= took <= total + len(cfg.steps) * cfg.analysis_interval
