@@ -194,4 +194,5 @@ def test_promotion_lags_at_most_one_interval_per_step_when_ticks_do_not_divide_s
             break
     assert decision.action == Action.PROMOTE
     took = (now - T0).total_seconds()
-    assert total <= took <= total + len(cfg.steps) * cfg.analysis_interval
+    # The engine treats elapsed times within a microsecond of the step as elapsed.
+    assert total - 1e-6 * len(cfg.steps) <= took <= total + len(cfg.steps) * cfg.analysis_interval
