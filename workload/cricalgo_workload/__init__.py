@@ -1,0 +1,1 @@
+"""cricalgo_workload."""

@@ -1,0 +1,115 @@
+"""The smoke-test API behind a bearer token: register users, read users and transactions."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+
+import psycopg
+from psycopg_pool import PoolTimeout
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .deposit_event import USER_ID
+from .ledger import get_transaction, get_user, register_user
+from .services import AppServices
+
+
+def _error(status: int, error: str, detail: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": error, "detail": detail}, status, headers=headers)
+
+
+def _unauthorized(request: Request) -> JSONResponse | None:
+    services: AppServices = request.app.state.services
+    token = services.settings.api_token
+    if token is None:
+        return _error(403, "forbidden", "the API token is not configured on this server")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        return _error(
+            401, "unauthorized", "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"}
+        )
+    return None
+
+
+def _unavailable() -> JSONResponse:
+    return _error(503, "unavailable", "database unavailable, retry later", **{"Retry-After": "5"})
+
+
+async def create_user(request: Request) -> JSONResponse:
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    services: AppServices = request.app.state.services
+    try:
+        data = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return _error(422, "invalid_body", "body is not valid UTF-8 JSON")
+    user_id = data.get("user_id") if isinstance(data, dict) else None
+    if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "invalid_body",
+                "field": "user_id",
+                "detail": "must be 1-64 characters of A-Z a-z 0-9 _ . : @ -",
+            },
+            422,
+        )
+    try:
+        async with services.pool.connection() as conn:
+            registration = await register_user(conn, user_id)
+    except (PoolTimeout, psycopg.Error):
+        return _unavailable()
+    released = registration.released_tx_ids
+
+    def enqueue_released() -> None:
+        for tx_id in released:
+            services.enqueue(tx_id)
+
+    return JSONResponse(
+        {
+            "ok": True,
+            "user_id": user_id,
+            "created": registration.created,
+            "released_deposits": len(released),
+        },
+        201 if registration.created else 200,
+        background=BackgroundTask(enqueue_released) if released else None,
+    )
+
+
+async def read_user(request: Request) -> JSONResponse:
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    services: AppServices = request.app.state.services
+    user_id = request.path_params["user_id"]
+    if not USER_ID.fullmatch(user_id):
+        return _error(404, "not_found", "no such user")
+    try:
+        async with services.pool.connection() as conn:
+            user = await get_user(conn, user_id)
+    except (PoolTimeout, psycopg.Error):
+        return _unavailable()
+    if user is None:
+        return _error(404, "not_found", "no such user")
+    return JSONResponse(user)
+
+
+async def read_transaction(request: Request) -> JSONResponse:
+    if (denied := _unauthorized(request)) is not None:
+        return denied
+    services: AppServices = request.app.state.services
+    try:
+        tx_id = str(uuid.UUID(request.path_params["tx_id"]))
+    except ValueError:
+        return _error(404, "not_found", "no such transaction")
+    try:
+        async with services.pool.connection() as conn:
+            transaction = await get_transaction(conn, tx_id)
+    except (PoolTimeout, psycopg.Error):
+        return _unavailable()
+    if transaction is None:
+        return _error(404, "not_found", "no such transaction")
+    return JSONResponse(transaction)

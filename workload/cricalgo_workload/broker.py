@@ -1,0 +1,71 @@
+"""The Dramatiq Redis broker and the messages the workload sends through it.
+
+The broker is built explicitly (no global broker) so the webhook, the worker and tests
+each own theirs. Messages carry only the inbox row's `tx_id`: the row is the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
+
+from .settings import Settings
+
+CREDIT_ACTOR = "credit_deposit"
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A Redis client that fails fast when Redis is away (the inbox makes that safe)."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=1,
+        socket_timeout=5,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+def create_broker(settings: Settings, extra_middleware: Sequence[Middleware] = ()) -> RedisBroker:
+    """A Redis broker with only the middleware the workload uses (Dramatiq's Prometheus
+    middleware is left out: the worker exports the metrics of docs/metrics.md itself).
+    `extra_middleware` runs after Retries, so it sees a message Retries has failed."""
+    middleware: list[Middleware] = [
+        TimeLimit(time_limit=settings.task_time_limit_ms),
+        ShutdownNotifications(),
+        Retries(
+            max_retries=settings.task_max_retries,
+            min_backoff=settings.task_min_backoff_ms,
+            max_backoff=settings.task_max_backoff_ms,
+        ),
+        *extra_middleware,
+    ]
+    return RedisBroker(
+        client=redis_client(settings),
+        namespace=settings.redis_namespace,
+        heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+        middleware=middleware,
+    )
+
+
+def credit_message(settings: Settings, tx_id: str) -> dramatiq.Message[object]:
+    return dramatiq.Message(
+        queue_name=settings.queue_name,
+        actor_name=CREDIT_ACTOR,
+        args=(tx_id,),
+        kwargs={},
+        options={},
+    )
+
+
+def enqueue_credit(broker: dramatiq.Broker, settings: Settings, tx_id: str) -> None:
+    """Send the credit message for `tx_id` (raises if Redis is unreachable)."""
+    broker.enqueue(credit_message(settings, tx_id))
+
+
+def queue_key(settings: Settings) -> str:
+    """The Redis list holding the queue's waiting message ids."""
+    return f"{settings.redis_namespace}:{settings.queue_name}"

@@ -1,0 +1,102 @@
+"""What the webhook app holds for its lifetime: pool, broker, Redis client, metrics, and
+the loop that refreshes the inbox and queue gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from dramatiq.brokers.redis import RedisBroker
+from psycopg_pool import AsyncConnectionPool
+
+from .broker import create_broker, enqueue_credit, queue_key
+from .database import create_async_pool
+from .inbox import inbox_stats
+from .metrics import PoolCollector, WebhookMetrics
+from .settings import Settings
+from .signatures import decode_secret
+
+log = logging.getLogger("cricalgo.workload.webhook")
+
+
+@dataclass
+class AppServices:
+    settings: Settings
+    metrics: WebhookMetrics
+    pool: AsyncConnectionPool
+    broker: RedisBroker
+    redis: aioredis.Redis
+    webhook_keys: tuple[bytes, ...]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, settings: Settings) -> AppServices:
+        metrics = WebhookMetrics.create(settings.track, settings.version)
+        pool = create_async_pool(settings)
+        metrics.registry.register(
+            PoolCollector(
+                "webhook",
+                {"track": settings.track, "version": settings.version},
+                lambda: dict(pool.get_stats()),
+            )
+        )
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            pool=pool,
+            broker=create_broker(settings),
+            redis=aioredis.Redis.from_url(
+                settings.redis_url, socket_connect_timeout=1, socket_timeout=2
+            ),
+            webhook_keys=tuple(decode_secret(s) for s in settings.webhook_secrets),
+        )
+
+    def enqueue(self, tx_id: str) -> bool:
+        """Blocking enqueue (run in a thread). A failure is logged, not raised: the row is
+        durable and the relay enqueues it again."""
+        try:
+            enqueue_credit(self.broker, self.settings, tx_id)
+        except Exception as exc:
+            log.warning("deposit_enqueue_failed", extra={"tx_id": tx_id, "error": repr(exc)})
+            return False
+        return True
+
+    async def refresh_gauges(self) -> None:
+        labels = {"track": self.settings.track, "version": self.settings.version}
+        async with self.pool.connection(timeout=1) as conn:
+            stats = await inbox_stats(conn)
+        self.metrics.inbox_pending.labels(**labels).set(stats.pending)
+        self.metrics.inbox_oldest_age.labels(**labels).set(stats.oldest_pending_age_seconds)
+        depth = await self.redis.llen(queue_key(self.settings))
+        self.metrics.queue_depth.labels(queue=self.settings.queue_name, **labels).set(depth)
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_gauges()
+            except Exception as exc:
+                log.debug("gauge_refresh_failed", extra={"error": repr(exc)})
+            await asyncio.sleep(self.settings.stats_interval_seconds)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[AppServices]:
+        """Open the pool without waiting for PostgreSQL (readiness reports it), run the
+        gauge loop, and close everything on the way out."""
+        await self.pool.open(wait=False)
+        self._tasks.append(asyncio.create_task(self._gauge_loop()))
+        try:
+            yield self
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._tasks.clear()
+            await self.pool.close()
+            await self.redis.aclose()
+            await asyncio.to_thread(self.broker.close)

@@ -1,0 +1,94 @@
+"""Standard Webhooks signature verification (https://www.standardwebhooks.com/).
+
+The signed content is ``{webhook-id}.{webhook-timestamp}.{raw body}``; the header
+``webhook-signature`` holds one or more space-separated ``v1,<base64 HMAC-SHA256>``
+entries so a sender can sign with an old and a new secret while rotating. Pure functions:
+the caller passes the clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+SECRET_PREFIX = "whsec_"
+
+
+class SignatureError(Exception):
+    """The delivery is not authentic (or not verifiable); `reason` is safe to return."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    webhook_id: str
+    timestamp: int
+
+
+def decode_secret(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` secret."""
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("webhook secret is not whsec_ followed by base64") from None
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<signature>` entry, as a sender computes it."""
+    content = f"{webhook_id}.{timestamp}.".encode() + body
+    digest = hmac.new(decode_secret(secret), content, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(
+    keys: Iterable[bytes],
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    tolerance_seconds: int = 300,
+) -> VerifiedDelivery:
+    """Check a delivery's headers against every key; raise `SignatureError` unless one
+    `v1` signature matches one key and the timestamp is within the tolerance either way."""
+    webhook_id = headers.get("webhook-id")
+    raw_timestamp = headers.get("webhook-timestamp")
+    signature_header = headers.get("webhook-signature")
+    if not webhook_id or not raw_timestamp or not signature_header:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if len(webhook_id) > 255:
+        raise SignatureError("webhook-id is too long")
+    if not raw_timestamp.isascii() or not raw_timestamp.isdigit() or len(raw_timestamp) > 12:
+        raise SignatureError("webhook-timestamp is not a unix timestamp")
+    timestamp = int(raw_timestamp)
+    if abs(now - timestamp) > tolerance_seconds:
+        raise SignatureError("webhook-timestamp is outside the tolerance window")
+
+    candidates: list[bytes] = []
+    for entry in signature_header.split(" "):
+        version, _, encoded = entry.partition(",")
+        if version != "v1" or not encoded:
+            continue
+        try:
+            candidates.append(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+    if not candidates:
+        raise SignatureError("no v1 signature in webhook-signature")
+
+    content = f"{webhook_id}.{raw_timestamp}.".encode() + body
+    matched = False
+    for key in keys:
+        expected = hmac.new(key, content, hashlib.sha256).digest()
+        for candidate in candidates:
+            # Compare against every candidate, no early exit, in constant time each.
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("no signature matches")
+    return VerifiedDelivery(webhook_id=webhook_id, timestamp=timestamp)

@@ -1,0 +1,84 @@
+"""The deposit webhook against real PostgreSQL and Redis: durable before 202, duplicates,
+PostgreSQL or Redis away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from cricalgo_workload.broker import queue_key
+from cricalgo_workload.settings import Settings
+from cricalgo_workload.testing import deposit_body, wait_for
+
+
+def inbox_rows(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT tx_id::text, event_id, user_id, amount::text, currency, status"
+            " FROM deposit_inbox ORDER BY received_at"
+        ).fetchall()
+
+
+def test_accepted_deposit_is_durable_and_enqueued(
+    post_deposit: Any, settings: Settings, redis_server: Any
+) -> None:
+    import redis
+
+    response = post_deposit(deposit_body(user_id="bob", amount="12.34", currency="USD"))
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["ok"] is True
+    rows = inbox_rows(settings.database_url)
+    assert rows == [(body["tx_id"], rows[0][1], "bob", "12.34000000", "USD", "pending")]
+    client = redis.Redis.from_url(redis_server.url)
+    # The enqueue runs right after the response; the message lands in the queue.
+    assert wait_for(lambda: client.llen(queue_key(settings)) == 1)
+
+
+def test_duplicate_delivery_answers_the_same_tx_id(post_deposit: Any, settings: Settings) -> None:
+    body = deposit_body()
+    first = post_deposit(body, webhook_id="msg_same")
+    second = post_deposit(body, webhook_id="msg_same")
+
+    assert first.status_code == second.status_code == 202
+    assert first.json()["tx_id"] == second.json()["tx_id"]
+    assert len(inbox_rows(settings.database_url)) == 1
+
+
+def test_postgres_down_answers_503_never_2xx(
+    post_deposit: Any, settings: Settings, postgres_server: Any
+) -> None:
+    assert post_deposit().status_code == 202
+    postgres_server.stop()
+    try:
+        responses = [post_deposit() for _ in range(3)]
+    finally:
+        postgres_server.start()
+
+    assert [r.status_code for r in responses] == [503, 503, 503]
+    assert all(r.headers["retry-after"] == "5" for r in responses)
+    assert all(r.json()["error"] == "unavailable" for r in responses)
+    # The pool recovers once PostgreSQL is back, without restarting the app.
+    assert wait_for(lambda: post_deposit().status_code == 202, timeout=30, interval=0.5)
+    assert len(inbox_rows(settings.database_url)) == 2
+
+
+@pytest.mark.slow
+def test_redis_down_still_accepts_and_the_relay_delivers(
+    post_deposit: Any, settings: Settings, redis_server: Any, worker: Any, client: Any, auth: Any
+) -> None:
+    assert client.post("/api/v1/users", json={"user_id": "alice"}, headers=auth).status_code == 201
+    redis_server.stop()
+    try:
+        responses = [post_deposit(deposit_body(user_id="alice", amount="1")) for _ in range(3)]
+    finally:
+        redis_server.start()
+
+    assert [r.status_code for r in responses] == [202, 202, 202]
+    assert {row[5] for row in inbox_rows(settings.database_url)} == {"pending"}
+    # Nothing reached Redis; the worker's relay finds the rows and they are credited.
+    wait_for(lambda: {row[5] for row in inbox_rows(settings.database_url)} == {"done"}, timeout=30)
+    user = client.get("/api/v1/users/alice", headers=auth).json()
+    assert user["balances"] == {"EUR": "3"}
