@@ -1,0 +1,130 @@
+"""A thin async client for Prometheus' instant-query HTTP API.
+
+Timeouts on every request, bounded retries with backoff for transport errors and 5xx,
+and typed errors so the caller can tell "Prometheus is down" from "the query is wrong".
+An instant query gives one number or None: empty results and NaN are no data, +Inf is a
+real (terrible) value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+
+class PrometheusError(Exception):
+    """Any failure to get a number out of Prometheus."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Transport failure, timeout or 5xx after all retries."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus rejected the query (bad PromQL, 4xx): retrying will not help."""
+
+
+class PrometheusResponseError(PrometheusError):
+    """The answer is not one number: malformed, or several series where one was expected."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    value: float | None  # None: no data
+    reason: str = ""  # why there is no data ("empty", "NaN")
+
+
+class PrometheusClient:
+    """Instant queries against `url` (the Prometheus base URL)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 2,
+        backoff: float = 0.2,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout))
+
+    async def __aenter__(self) -> PrometheusClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, params: dict[str, str]) -> dict[str, Any]:
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = await self._client.get("/api/v1/query", params=params)
+            except httpx.TransportError as exc:  # connect, read, timeouts
+                last = exc
+                continue
+            if response.status_code >= 500:
+                last = PrometheusUnavailable(f"HTTP {response.status_code}: {response.text[:200]}")
+                continue
+            try:
+                body: dict[str, Any] = response.json()
+            except ValueError as exc:
+                raise PrometheusResponseError(f"not JSON (HTTP {response.status_code})") from exc
+            if response.status_code >= 400 or body.get("status") != "success":
+                error = body.get("error") or response.text[:200]
+                raise PrometheusQueryError(f"{body.get('errorType', 'error')}: {error}")
+            return body
+        raise PrometheusUnavailable(
+            f"{self.url} unreachable after {self.retries + 1} attempts: {last!r}"
+        ) from last
+
+    async def query(self, promql: str, at: datetime | None = None) -> QueryResult:
+        """Evaluate `promql` (at `at`, else now) to one number, or no data."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at.timestamp():.3f}"
+        data = (await self._get(params)).get("data") or {}
+        return parse_result(data)
+
+
+def _number(raw: Any) -> float:
+    try:
+        return float(raw)  # Prometheus sends "NaN", "+Inf", "-Inf" as strings; float() knows them
+    except (TypeError, ValueError) as exc:
+        raise PrometheusResponseError(f"not a number: {raw!r}") from exc
+
+
+def parse_result(data: dict[str, Any]) -> QueryResult:
+    """One number from a `data` object of /api/v1/query."""
+    kind = data.get("resultType")
+    result = data.get("result")
+    if kind == "scalar":
+        sample = result
+    elif kind == "vector":
+        if not result:
+            return QueryResult(None, "empty")
+        if len(result) > 1:
+            labels = [series.get("metric", {}) for series in result[:3]]
+            raise PrometheusResponseError(
+                f"expected one series, got {len(result)} (e.g. {labels}); aggregate the query"
+            )
+        sample = result[0].get("value")
+    else:
+        raise PrometheusResponseError(f"unsupported result type {kind!r}; use an instant vector")
+    if not isinstance(sample, list) or len(sample) != 2:
+        raise PrometheusResponseError(f"malformed sample: {sample!r}")
+    value = _number(sample[1])
+    if math.isnan(value):
+        return QueryResult(None, "NaN")
+    return QueryResult(value)
