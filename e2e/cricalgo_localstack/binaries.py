@@ -26,6 +26,8 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.34.0"
 ETCD_VERSION = "v3.6.5"
+# Helm 3.19 is built against the Kubernetes 1.34 client libraries.
+HELM_VERSION = "v3.19.5"
 # The etcd release Kubernetes 1.34 is tested with is 3.6.x; Debian's etcd-server is 3.4.
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -196,9 +198,27 @@ def ensure_toolchain(
     )
 
 
-def main() -> int:
-    """`python -m cricalgo_localstack.binaries`: build (or find) the toolchain."""
+def ensure_helm(version: str = HELM_VERSION) -> Path:
+    """Return the helm binary, building it from the Go module proxy if it is not cached."""
+    if shutil.which("go") is None:
+        raise BuildError("the go tool is not on PATH; it is needed to build helm")
+    built = _build(
+        "helm",
+        "helm.sh/helm/v3",
+        version,
+        {"helm": "helm.sh/helm/v3/cmd/helm"},
+        f"-s -w -X helm.sh/helm/v3/internal/version.version={version}",
+    )
+    return built["helm"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m cricalgo_localstack.binaries [--helm]`: build (or find) the toolchain."""
+    args = sys.argv[1:] if argv is None else argv
     try:
+        if "--helm" in args:
+            print(f"helm: {ensure_helm()}")
+            return 0
         toolchain = ensure_toolchain()
     except BuildError as err:
         print(f"error: {err}", file=sys.stderr)
