@@ -154,12 +154,25 @@ class KubeApi:
         return True
 
     async def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
     ) -> Manifest:
-        """JSON merge patch of the status subresource (lists are replaced whole)."""
+        """JSON merge patch of the status subresource (lists are replaced whole).
+
+        With `resource_version` the patch only lands on that exact version (else 409),
+        so a writer working from a stale read cannot clobber a newer status.
+        """
         path = resource_path(api_version, kind, namespace, name) + "/status"
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         result: Manifest = await self._request(
-            "PATCH", path, body={"status": patch}, content_type="application/merge-patch+json"
+            "PATCH", path, body=body, content_type="application/merge-patch+json"
         )
         return result
 

@@ -104,6 +104,7 @@ class Cad:
     spec: dict[str, Any]
     status: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    resource_version: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Cad:
@@ -116,6 +117,7 @@ class Cad:
             spec=with_defaults(body.get("spec") or {}),
             status=copy.deepcopy(dict(body.get("status") or {})),
             annotations=dict(meta.get("annotations") or {}),
+            resource_version=meta.get("resourceVersion"),
         )
 
     def with_status(self, status: Mapping[str, Any]) -> Cad:
@@ -128,6 +130,7 @@ class Cad:
             self.spec,
             copy.deepcopy(dict(status)),
             self.annotations,
+            self.resource_version,
         )
 
     @property

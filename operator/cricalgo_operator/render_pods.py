@@ -50,16 +50,18 @@ def pod_env(inputs: dict[str, Any], component: Component, track: Track) -> list[
         {"name": "DB_MAX_OVERFLOW", "value": str(database.get("maxOverflow", 20))},
         {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": _secret_ref(redis, "url")}},
     ]
+    # Names as the workload reads them (cricalgo_workload.settings). Each pod binds its
+    # own IP: on the local stack every pod is a process with its own loopback address.
+    ours.append({"name": "CRICALGO_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     if component == "app":
-        ours += [
-            {"name": "PORT", "value": str(app_port(inputs))},
-            {"name": "METRICS_PORT", "value": str(app_metrics_port(inputs))},
-        ]
+        # The webhook serves /metrics on its own port.
+        ours.append({"name": "CRICALGO_PORT", "value": str(app_port(inputs))})
     else:
         ours += [
-            {"name": "METRICS_PORT", "value": str(worker_metrics_port(inputs))},
-            {"name": "WORKER_QUEUES", "value": ",".join(worker.get("queues") or ["deposits"])},
-            {"name": "WORKER_CONCURRENCY", "value": str(worker.get("concurrency", 4))},
+            {"name": "CRICALGO_METRICS_PORT", "value": str(worker_metrics_port(inputs))},
+            # The workload consumes one queue; the first listed is it.
+            {"name": "CRICALGO_QUEUE", "value": (worker.get("queues") or ["deposits"])[0]},
+            {"name": "CRICALGO_WORKER_THREADS", "value": str(worker.get("concurrency", 4))},
         ]
     taken = {e["name"] for e in ours}
     # Server-side apply merges env by name, so a duplicate would be rejected outright.

@@ -1,0 +1,144 @@
+"""Kopf handlers: decode, call the reconciler, map errors to Kopf's retry policy.
+
+Importing this module registers the handlers with Kopf's default registry.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from . import metrics
+from .config import OperatorConfig
+from .connection import load_connection
+from .kubeapi import ApiError, KubeApi
+from .model import Cad
+from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
+from .reconcile import reconcile, refresh_readiness, repair_child
+
+# Children watched for drift: (groupversion, plural).
+CHILD_RESOURCES = (
+    ("v1", "serviceaccounts"),
+    ("v1", "services"),
+    ("apps/v1", "deployments"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
+    ("policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "ingresses"),
+    ("networking.istio.io/v1", "virtualservices"),
+    ("networking.istio.io/v1", "destinationrules"),
+)
+OURS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Every Kopf setting of the operator, in one place (CONVENTIONS 6)."""
+    config: OperatorConfig = memo.config
+    # No handler needs a finalizer (children go with owner references); the name is
+    # set so that any future one is ours and recognisable.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # The CRD status schema is strict, so Kopf's bookkeeping lives in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.watching.connect_timeout = 30
+    # Our own Events carry the transitions; Kopf posts only its warnings and errors.
+    settings.posting.level = logging.WARNING
+    settings.peering.standalone = config.peering is None
+    if config.peering:
+        settings.peering.name = config.peering
+        settings.peering.clusterwide = config.clusterwide
+    # No CRD or namespace watching: the operator's resources are fixed at start.
+    settings.scanning.disabled = True
+    settings.execution.max_workers = 10
+    memo.api = KubeApi.from_connection(load_connection(config.kubeconfig))
+
+
+@kopf.on.cleanup()
+async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    api: KubeApi | None = memo.get("api")
+    if api is not None:
+        await api.close()
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    config: OperatorConfig = memo.config
+    return load_connection(config.kubeconfig)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def cads(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Cad]:
+    """CRs by (namespace, name), for the child watchers' drift checks."""
+    return {(namespace, name): Cad.from_body(body)}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
+@kopf.on.create(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
+@kopf.on.update(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
+async def reconcile_cad(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Create, change, operator restart: render and apply everything, update the status."""
+    started = time.perf_counter()
+    try:
+        await reconcile(memo.api, Cad.from_body(body), _now())
+    except ApiError as error:
+        metrics.reconcile_errors.labels(KIND).inc()
+        if error.status == 422:
+            raise kopf.PermanentError(f"the API server rejected a child: {error}") from error
+        # 409: someone wrote the CR meanwhile; 403: RBAC may be fixed; 5xx: transient.
+        raise kopf.TemporaryError(str(error), delay=1 if error.status == 409 else 10) from error
+    finally:
+        metrics.reconcile_duration.labels(KIND).observe(time.perf_counter() - started)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_deleted(event: kopf.RawEvent, namespace: str | None, name: str, **_: Any) -> None:
+    if event["type"] == "DELETED" and namespace:
+        metrics.forget(namespace, name)
+
+
+async def child_changed(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    cads: kopf.Index[Any, Cad] | None = None,
+    **_: Any,
+) -> None:
+    """A child changed or went away: put it back if it differs from its render."""
+    owner = next(
+        (r for r in body.metadata.get("ownerReferences") or [] if r.get("kind") == KIND), None
+    )
+    if owner is None or namespace is None or cads is None:
+        return
+    cad = next(iter(cads.get((namespace, owner["name"]), [])), None)
+    if cad is None or cad.uid != owner.get("uid"):
+        return
+    kind = body.get("kind") or ""
+    actual = None if event["type"] == "DELETED" else dict(body)
+    try:
+        if await repair_child(memo.api, cad, kind, name, actual):
+            what = "deleted" if actual is None else "changed"
+            logger.info(f"{kind} {name} was {what} by hand; re-applied")
+        if kind == "Deployment":
+            await refresh_readiness(memo.api, namespace, cad.name, _now())
+    except ApiError as error:
+        metrics.reconcile_errors.labels(kind).inc()
+        logger.warning(f"could not repair {kind} {name}: {error}")
+
+
+for _groupversion, _plural in CHILD_RESOURCES:
+    kopf.on.event(_groupversion, _plural, labels=OURS, id=f"drift-{_plural}")(child_changed)

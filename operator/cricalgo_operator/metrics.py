@@ -1,0 +1,65 @@
+"""The operator's own Prometheus metrics (names are a contract: docs/metrics.md)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PHASES = (
+    "Initializing",
+    "Ready",
+    "Progressing",
+    "Paused",
+    "Promoting",
+    "RollingBack",
+    "RolledBack",
+    "Failed",
+)
+
+reconcile_duration = Histogram(
+    "cricalgo_operator_reconcile_duration_seconds",
+    "Time to reconcile one object into its children.",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+reconcile_errors = Counter(
+    "cricalgo_operator_reconcile_errors_total", "Reconciliations that failed.", ["kind"]
+)
+canary_weight = Gauge(
+    "cricalgo_operator_canary_weight", "Current canary traffic weight (%).", ["namespace", "name"]
+)
+canary_phase = Gauge(
+    "cricalgo_operator_canary_phase",
+    "1 for the CR's current phase, 0 for the others.",
+    ["namespace", "name", "phase"],
+)
+analysis_verdicts = Counter(
+    "cricalgo_operator_analysis_verdicts_total",
+    "Canary metric checks by verdict.",
+    ["namespace", "name", "metric", "verdict"],
+)
+rollbacks = Counter(
+    "cricalgo_operator_rollbacks_total", "Canary rollbacks.", ["namespace", "name", "reason"]
+)
+analysis_errors = Counter(
+    "cricalgo_operator_analysis_errors_total",
+    "Canary analyses that could not query Prometheus.",
+    ["namespace", "name"],
+)
+
+
+def record_state(namespace: str, name: str, phase: str | None, weight: int) -> None:
+    """Export a CR's phase and weight."""
+    canary_weight.labels(namespace, name).set(weight)
+    for candidate in PHASES:
+        canary_phase.labels(namespace, name, candidate).set(1 if candidate == phase else 0)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted CR's series."""
+    with contextlib.suppress(KeyError):
+        canary_weight.remove(namespace, name)
+    for candidate in PHASES:
+        with contextlib.suppress(KeyError):
+            canary_phase.remove(namespace, name, candidate)

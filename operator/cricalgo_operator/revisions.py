@@ -1,0 +1,143 @@
+"""Revision bookkeeping as pure status patches: new canary, abort, promote, roll back.
+
+Each function takes the CR and `now` and returns the merge patch for its status (None
+removes a key). The reconciler and the canary engine write them with
+`status.write_status` and then re-apply the children (`children.apply_children`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from .model import Cad, pod_inputs
+from .status import Transition, rfc3339, with_history
+
+CANARY_RESET: dict[str, Any] = {
+    "canaryRevision": None,
+    "canaryImage": None,
+    "canaryWeight": 0,
+    "currentStep": -1,
+    "stepStartedAt": None,
+    "failedChecks": 0,
+    "inconclusiveChecks": 0,
+}
+
+
+def _history_entry(cad: Cad, outcome: str, reason: str, now: datetime.datetime) -> dict[str, Any]:
+    return {
+        "image": cad.status.get("canaryImage") or cad.spec["image"],
+        "outcome": outcome,
+        "reason": reason,
+        "startedAt": cad.status.get("canaryStartedAt") or rfc3339(now),
+        "finishedAt": rfc3339(now),
+    }
+
+
+def plan_revision(cad: Cad, now: datetime.datetime) -> tuple[dict[str, Any], Transition | None]:
+    """What the spec's pod template means for the canary state.
+
+    - first sight: the spec is the stable revision (nothing to compare against);
+    - a revision that is neither stable nor the current canary starts a canary at
+      weight 0 (superseding a canary in flight);
+    - going back to the stable revision aborts a canary in flight;
+    - the current canary's revision (also after a rollback) changes nothing.
+    """
+    status = cad.status
+    revision = cad.spec_revision
+    image = cad.spec["image"]
+    if not status.get("stableRevision"):
+        return (
+            {
+                "phase": "Initializing",
+                "stableRevision": revision,
+                "stableSpec": pod_inputs(cad.spec),
+                "stableImage": image,
+                **CANARY_RESET,
+            },
+            Transition("Initializing", f"first revision {revision} ({image}) becomes stable"),
+        )
+    if status.get("phase") == "Promoting" or revision == status.get("canaryRevision"):
+        return {}, None
+    if revision == status.get("stableRevision"):
+        if not cad.canary_active:
+            return {}, None
+        if status.get("phase") in ("RolledBack", "Failed"):
+            # The rollback is already in the history; only the idle canary goes.
+            return (
+                {**CANARY_RESET, "phase": "Ready", "canaryStartedAt": None},
+                Transition("CanaryRemoved", f"spec returned to stable revision {revision}"),
+            )
+        history = with_history(
+            status.get("history") or [],
+            _history_entry(cad, "aborted", "spec returned to the stable revision", now),
+        )
+        return (
+            {**CANARY_RESET, "phase": "Ready", "canaryStartedAt": None, "history": history},
+            Transition(
+                "CanaryAborted",
+                f"spec returned to stable revision {revision}; canary "
+                f"{status.get('canaryImage')} removed",
+                "Warning",
+            ),
+        )
+    patch: dict[str, Any] = {
+        **CANARY_RESET,
+        "phase": "Paused" if cad.spec["canary"].get("paused") else "Progressing",
+        "canaryRevision": revision,
+        "canaryImage": image,
+        "canaryStartedAt": rfc3339(now),
+        "stepStartedAt": rfc3339(now),
+        "lastAnalysis": None,
+    }
+    if cad.canary_active and status.get("phase") not in ("RolledBack", "Failed"):
+        patch["history"] = with_history(
+            status.get("history") or [],
+            _history_entry(cad, "superseded", f"new revision {revision} ({image})", now),
+        )
+    return patch, Transition(
+        "CanaryStarted", f"revision {revision} ({image}) starts as canary at weight 0"
+    )
+
+
+def promotion_patch(cad: Cad, reason: str, now: datetime.datetime) -> dict[str, Any]:
+    """Step one of a promotion: the stable track takes the canary's pod template.
+
+    The canary keeps serving at its weight until the stable track is available again
+    (`promotion_done_patch`), so capacity never dips.
+    """
+    return {
+        "phase": "Promoting",
+        "stableSpec": pod_inputs(cad.spec),
+        "stableRevision": cad.status.get("canaryRevision") or cad.spec_revision,
+        "stableImage": cad.status.get("canaryImage") or cad.spec["image"],
+        "promotionReason": reason,
+    }
+
+
+def promotion_done_patch(cad: Cad, now: datetime.datetime) -> dict[str, Any]:
+    """Step two: the canary track goes away, the promotion enters the history."""
+    reason = str(cad.status.get("promotionReason") or "promoted")
+    history = with_history(
+        cad.status.get("history") or [], _history_entry(cad, "promoted", reason, now)
+    )
+    return {
+        **CANARY_RESET,
+        "phase": "Ready",
+        "canaryStartedAt": None,
+        "promotionReason": None,
+        "history": history,
+    }
+
+
+def rollback_patch(cad: Cad, reason: str, now: datetime.datetime) -> dict[str, Any]:
+    """Weight 0, canary scaled to zero (kept for inspection), image remembered as failed."""
+    history = with_history(
+        cad.status.get("history") or [], _history_entry(cad, "rolledBack", reason, now)
+    )
+    return {
+        "phase": "RolledBack",
+        "canaryWeight": 0,
+        "failedImage": cad.status.get("canaryImage") or cad.spec["image"],
+        "history": history,
+    }

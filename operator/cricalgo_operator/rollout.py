@@ -1,0 +1,85 @@
+"""The canary engine's primitives: set weight, promote, roll back (app and worker together).
+
+    from cricalgo_operator.rollout import set_weight, promote, rollback
+
+    cad = await set_weight(api, cad, 25, now=now)                 # -> Cad
+    cad = await promote(api, cad, reason="all steps passed", now=now)
+    cad = await rollback(api, cad, reason="error rate 3% > 0.5%", now=now)
+
+`api` is the operator's `KubeApi` (`memo.api` in a Kopf handler); `cad` a
+`model.Cad` (`Cad.from_body(body)`); `now` an aware datetime. Each function writes the
+status first (so a restart resumes from it), then applies the affected children, and
+emits one Event. The pure halves are `render.render_weight(cad, weight)` and
+`revisions.promotion_patch` / `rollback_patch`.
+
+Weight semantics per `traffic.provider`: istio -> VirtualService route weights; nginx ->
+the canary Ingress `canary-weight`; none -> the app's replica ratio. Workers always
+follow the weight as a replica ratio (render_scaling.split_replicas).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from . import metrics
+from .children import apply_children, apply_manifests
+from .kubeapi import KubeApi
+from .model import Cad
+from .render import render_weight
+from .revisions import promotion_patch, rollback_patch
+from .status import Transition, write_status
+
+
+async def set_weight(
+    api: KubeApi, cad: Cad, weight: int, *, now: datetime.datetime | None = None
+) -> Cad:
+    """Move the canary to `weight` % for app and worker together."""
+    if not cad.canary_active:
+        raise ValueError(f"{cad.namespace}/{cad.name} has no canary to weigh")
+    manifests = render_weight(cad, weight)  # validates 0..100 before anything is written
+    before = cad.canary_weight
+    cad = await write_status(
+        api,
+        cad,
+        {"canaryWeight": weight},
+        Transition("WeightChanged", f"canary weight {before}% -> {weight}%"),
+        now,
+    )
+    await apply_manifests(api, manifests)
+    metrics.canary_weight.labels(cad.namespace, cad.name).set(weight)
+    return cad
+
+
+async def promote(
+    api: KubeApi, cad: Cad, *, reason: str, now: datetime.datetime | None = None
+) -> Cad:
+    """Stable takes the canary's template; the canary goes once stable is available again."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    cad = await write_status(
+        api,
+        cad,
+        promotion_patch(cad, reason, moment),
+        Transition("Promoting", f"promoting {cad.status.get('canaryImage')}: {reason}"),
+        moment,
+    )
+    cad, _ = await apply_children(api, cad)
+    return cad
+
+
+async def rollback(
+    api: KubeApi, cad: Cad, *, reason: str, now: datetime.datetime | None = None
+) -> Cad:
+    """Weight 0 and the canary scaled to zero; the image is remembered as failed."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    cad = await write_status(
+        api,
+        cad,
+        rollback_patch(cad, reason, moment),
+        Transition(
+            "RolledBack", f"rolled back {cad.status.get('canaryImage')}: {reason}", "Warning"
+        ),
+        moment,
+    )
+    cad, _ = await apply_children(api, cad)
+    metrics.record_state(cad.namespace, cad.name, "RolledBack", 0)
+    return cad

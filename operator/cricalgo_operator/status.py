@@ -1,0 +1,146 @@
+"""Status writes: one merge patch of the status subresource plus a Kubernetes Event.
+
+The canary timer (issue 5) reuses `write_status` for its own transitions:
+
+    await write_status(api, cad, {"canaryWeight": 25, "currentStep": 1},
+                       Transition("StepAdvanced", "canary weight 25%"))
+
+Conditions are computed with the pure `set_condition`; `kubectl wait
+--for=condition=Ready cad/NAME` reads the Ready one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .kubeapi import ApiError, KubeApi
+from .model import Cad
+from .naming import API_VERSION, FIELD_MANAGER, KIND
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What happened, as an Event: `reason` is CamelCase, `message` a sentence."""
+
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime.datetime,
+    generation: int,
+) -> list[dict[str, Any]]:
+    """Conditions with `type_` set; lastTransitionTime moves only when status flips."""
+    value = "True" if status else "False"
+    out: list[dict[str, Any]] = []
+    found = False
+    for condition in conditions:
+        if condition.get("type") != type_:
+            out.append(dict(condition))
+            continue
+        found = True
+        changed = condition.get("status") != value
+        out.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": rfc3339(now)
+                if changed
+                else condition.get("lastTransitionTime", rfc3339(now)),
+                "observedGeneration": generation,
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": rfc3339(now),
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+def with_history(history: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """History with `entry` appended, the oldest dropped beyond HISTORY_LIMIT."""
+    return [*history, entry][-HISTORY_LIMIT:]
+
+
+def render_event(cad: Cad, transition: Transition, now: datetime.datetime) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{cad.name}.", "namespace": cad.namespace},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": cad.name,
+            "namespace": cad.namespace,
+            "uid": cad.uid,
+        },
+        "reason": transition.reason,
+        "message": transition.message[:1024],
+        "type": transition.type,
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": FIELD_MANAGER,
+        "firstTimestamp": rfc3339(now),
+        "lastTimestamp": rfc3339(now),
+        "count": 1,
+    }
+
+
+async def emit_event(
+    api: KubeApi, cad: Cad, transition: Transition, now: datetime.datetime
+) -> None:
+    """Post an Event; losing one is logged, never fatal (the status is the record)."""
+    try:
+        await api.create(render_event(cad, transition, now))
+    except ApiError as error:
+        log.warning(
+            "event %s for %s/%s not posted: %s", transition.reason, cad.namespace, cad.name, error
+        )
+
+
+async def write_status(
+    api: KubeApi,
+    cad: Cad,
+    patch: dict[str, Any],
+    transition: Transition | None = None,
+    now: datetime.datetime | None = None,
+) -> Cad:
+    """Merge-patch `patch` into the CR's status; emit `transition` as an Event.
+
+    Keys set to None are removed. The patch is conditional on `cad.resource_version`:
+    if someone wrote the CR since `cad` was read, ApiError 409 is raised and the
+    caller retries from a fresh read. Returns the CR as the API server now has it.
+    """
+    moment = now or datetime.datetime.now(datetime.UTC)
+    body = await api.patch_status(
+        API_VERSION, KIND, cad.namespace, cad.name, patch, cad.resource_version
+    )
+    if transition is not None:
+        await emit_event(api, cad, transition, moment)
+    return Cad.from_body(body)
