@@ -20,6 +20,7 @@ RULES = REPO / "alerts" / "cricalgo-alerts.yaml"
 PROMTOOL_TESTS = sorted((REPO / "alerts" / "tests").glob("*_test.yaml"))
 RUNBOOK = REPO / "docs" / "runbook.md"
 METRICS_DOC = REPO / "docs" / "metrics.md"
+CRD = REPO / "crds" / "cricalgodeployment.yaml"
 RUNBOOK_URL = "https://github.com/cricalgo/cricalgo/blob/main/docs/runbook.md#"
 
 # Standard cAdvisor / kube-state-metrics series the resource alerts join against.
@@ -56,7 +57,8 @@ EXPECTED_ALERTS = {
     "CricAlgoOperatorReconcileErrors",
 }
 # Alerts on the operator's own metrics are per CR or per kind; every other alert is
-# about the workload and must keep `track` so canary and stable alert apart.
+# about the workload and must keep `app` (the CR) and `track`, so two CRs, and canary and
+# stable, alert apart.
 OPERATOR_GROUP = "cricalgo-operator"
 
 
@@ -90,8 +92,12 @@ def alert_rules() -> list[tuple[str, dict[str, Any]]]:
 def github_anchors(markdown: str) -> set[str]:
     """Anchors GitHub generates for the headings of a Markdown document."""
     anchors = set()
+    in_code = False
     for line in markdown.splitlines():
-        match = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        match = None if in_code else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if match:
             text = re.sub(r"[`*_]", "", match.group(1)).strip().lower()
             anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
@@ -190,7 +196,7 @@ def test_every_alert_has_a_firing_and_a_not_firing_promtool_case() -> None:
     assert {name for _, name, _ in cases} <= names, "tests name an alert that does not exist"
 
 
-def test_workload_alerts_fire_per_track() -> None:
+def test_workload_alerts_fire_per_app_and_track() -> None:
     workload = {rule["alert"] for group, rule in alert_rules() if group != OPERATOR_GROUP}
     checked = 0
     for path in PROMTOOL_TESTS:
@@ -199,7 +205,9 @@ def test_workload_alerts_fire_per_track() -> None:
                 if case["alertname"] not in workload:
                     continue
                 for expected in case.get("exp_alerts") or []:
-                    assert expected["exp_labels"].get("track") in {"stable", "canary"}, case
+                    labels = expected["exp_labels"]
+                    assert labels.get("track") in {"stable", "canary"}, case
+                    assert labels.get("app"), case
                     checked += 1
     assert checked >= len(workload)
 
@@ -228,6 +236,28 @@ def test_rules_use_only_documented_metrics() -> None:
     for name in recorded:
         assert re.fullmatch(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", name), name
         assert not name.startswith("cricalgo_")
+
+
+# Alerts whose threshold is one of the canary SLOs (spec.canary.slo), which the operator's
+# analysis uses as its promotion gate: a human and the operator must agree on "healthy".
+SLO_THRESHOLDS = {
+    "CricAlgoHighLatencyP95": "latencyP95",
+    "CricAlgoHighLatencyP99": "latencyP99",
+    "CricAlgoErrorRateWarning": "errorRate",
+    "CricAlgoQueueDepthHigh": "queueDepth",
+}
+
+
+def test_slo_alert_thresholds_equal_the_crd_defaults() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("storage", True))
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    slo = spec["properties"]["canary"]["properties"]["slo"]["properties"]
+    rules = {rule["alert"]: rule for _, rule in alert_rules()}
+    for alert, field in SLO_THRESHOLDS.items():
+        match = re.search(r">\s*([0-9.]+)\s*$", rules[alert]["expr"].strip())
+        assert match, f"{alert}: expression does not end in '> threshold'"
+        assert float(match.group(1)) == float(slo[field]["default"]), (alert, field)
 
 
 def test_metric_name_extraction_ignores_labels_and_strings() -> None:
