@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
-        dev-status constraints images clean
+        dev-status constraints images chart-sync clean
 
 demo: setup
 	$(BIN)/cricalgo dev demo
@@ -34,6 +34,7 @@ system-packages:
 # Builds etcd and Kubernetes from the Go module proxy once per machine (cold: see README).
 toolchain: venv
 	@$(BIN)/python -m cricalgo_localstack.binaries
+	@$(BIN)/python -m cricalgo_localstack.binaries --helm
 
 lint: venv
 	$(BIN)/ruff check .
@@ -58,6 +59,14 @@ dev-status: venv
 constraints: venv
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^cricalgo' > constraints.txt
+
+# The chart carries copies of files whose source lives elsewhere in the repository;
+# charts/tests checks that the copies match.
+CHART := charts/cricalgo-operator
+chart-sync:
+	cp crds/*.yaml $(CHART)/crds/
+	cp operator/cricalgo_operator/rbac/clusterrole.yaml $(CHART)/files/clusterrole.yaml
+	cp alerts/cricalgo-alerts.yaml $(CHART)/files/cricalgo-alerts.yaml
 
 # Container images, where a Docker engine exists (not on the project's own machines or CI).
 IMAGE_TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)

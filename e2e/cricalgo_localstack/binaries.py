@@ -198,6 +198,16 @@ def ensure_toolchain(
     )
 
 
+def _helm_ldflags(version: str) -> str:
+    # Helm's own Makefile stamps the Kubernetes minor it was built against; without it
+    # `helm template` and `helm lint` assume Kubernetes 1.20.
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
 def ensure_helm(version: str = HELM_VERSION) -> Path:
     """Return the helm binary, building it from the Go module proxy if it is not cached."""
     if shutil.which("go") is None:
@@ -207,7 +217,7 @@ def ensure_helm(version: str = HELM_VERSION) -> Path:
         "helm.sh/helm/v3",
         version,
         {"helm": "helm.sh/helm/v3/cmd/helm"},
-        f"-s -w -X helm.sh/helm/v3/internal/version.version={version}",
+        _helm_ldflags(version),
     )
     return built["helm"]
 

@@ -1,0 +1,148 @@
+"""The operator chart: its copies match their sources, it lints, it renders what each
+value set promises, its schema refuses unknown values, and a real API server accepts it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cricalgo_localstack.binaries import ensure_helm
+from cricalgo_localstack.pytest_plugin import KubeCluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "cricalgo-operator"
+
+# (copy in the chart, its source in the repository); `make chart-sync` refreshes them.
+COPIES = [
+    *[(CHART / "crds" / crd.name, crd) for crd in sorted((REPO / "crds").glob("*.yaml"))],
+    (
+        CHART / "files" / "clusterrole.yaml",
+        REPO / "operator" / "cricalgo_operator" / "rbac" / "clusterrole.yaml",
+    ),
+    (CHART / "files" / "cricalgo-alerts.yaml", REPO / "alerts" / "cricalgo-alerts.yaml"),
+]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return str(ensure_helm())
+
+
+def _helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([helm, *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def _render(helm: str, *sets: str) -> list[dict[str, Any]]:
+    args = ["template", "cricalgo", str(CHART), "--namespace", "cricalgo-system"]
+    for value in sets:
+        args += ["--set", value]
+    return [doc for doc in yaml.safe_load_all(_helm(helm, *args).stdout) if doc]
+
+
+def _kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(doc["kind"] for doc in docs)
+
+
+def _deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(doc for doc in docs if doc["kind"] == "Deployment")
+
+
+@pytest.mark.parametrize(("copy", "source"), COPIES, ids=lambda p: p.name)
+def test_chart_copies_match_their_sources(copy: Path, source: Path) -> None:
+    assert copy.exists(), f"{copy} is missing: run `make chart-sync`"
+    assert copy.read_text() == source.read_text(), f"{copy} is stale: run `make chart-sync`"
+
+
+def test_chart_lints_strictly(helm: str) -> None:
+    result = _helm(helm, "lint", "--strict", str(CHART))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_default_values_watch_the_cluster_with_the_operators_own_rules(helm: str) -> None:
+    docs = _render(helm)
+    assert _kinds(docs) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    role = next(doc for doc in docs if doc["kind"] == "ClusterRole")
+    source = yaml.safe_load((REPO / "operator/cricalgo_operator/rbac/clusterrole.yaml").read_text())
+    assert role["rules"] == source["rules"]
+    args = _deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(arg.startswith("--namespace") for arg in args)
+
+
+def test_namespaced_mode_grants_roles_only_where_it_watches(helm: str) -> None:
+    docs = _render(helm, "watchNamespaces={payments,staging}")
+    assert "ClusterRole" not in _kinds(docs)
+    roles = {doc["metadata"]["namespace"] for doc in docs if doc["kind"] == "Role"}
+    bindings = {doc["metadata"]["namespace"] for doc in docs if doc["kind"] == "RoleBinding"}
+    assert roles == bindings == {"payments", "staging"}
+    args = _deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=payments" in args
+    assert "--namespace=staging" in args
+
+
+def test_monitoring_objects_carry_every_alert_rule(helm: str) -> None:
+    docs = _render(helm, "metrics.serviceMonitor.enabled=true", "prometheusRule.enabled=true")
+    assert {"ServiceMonitor", "PrometheusRule"} <= set(_kinds(docs))
+    rule = next(doc for doc in docs if doc["kind"] == "PrometheusRule")
+    source = yaml.safe_load((REPO / "alerts" / "cricalgo-alerts.yaml").read_text())
+    assert rule["spec"]["groups"] == source["groups"]
+
+
+def test_operator_pod_is_hardened(helm: str) -> None:
+    pod = _deployment(_render(helm))["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_schema_refuses_unknown_and_ill_typed_values(helm: str) -> None:
+    unknown = _helm(helm, "template", "x", str(CHART), "--set", "replicas=2", check=False)
+    assert unknown.returncode != 0
+    assert "additional properties 'replicas' not allowed" in unknown.stderr
+    bad_level = _helm(helm, "template", "x", str(CHART), "--set", "logLevel=LOUD", check=False)
+    assert bad_level.returncode != 0
+    assert "logLevel" in bad_level.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("mode", ["clusterwide", "namespaced"])
+def test_helm_install_is_accepted_by_the_api_server(
+    helm: str, kube_cluster: KubeCluster, namespace: str, mode: str
+) -> None:
+    release = f"cricalgo-{mode}"
+    sets = ["--set", f"watchNamespaces={{{namespace}}}"] if mode == "namespaced" else []
+    base = ["--kubeconfig", str(kube_cluster.kubeconfig), "--namespace", namespace]
+    try:
+        _helm(helm, "install", release, str(CHART), *base, *sets)
+        manifest = _helm(helm, "get", "manifest", release, *base).stdout
+        for doc in (d for d in yaml.safe_load_all(manifest) if d):
+            scope = (
+                []
+                if doc["kind"].startswith("Cluster")
+                else ["-n", doc["metadata"].get("namespace", namespace)]
+            )
+            found = kube_cluster.kubectl(
+                "get", doc["kind"], doc["metadata"]["name"], *scope, "-o", "name"
+            )
+            assert found.stdout.strip(), f"{doc['kind']}/{doc['metadata']['name']} was not created"
+        kube_cluster.kubectl("get", "crd", "cricalgodeployments.cricalgo.io", "-o", "name")
+    finally:
+        _helm(helm, "uninstall", release, *base, check=False)
