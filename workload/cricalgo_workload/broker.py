@@ -32,8 +32,10 @@ def redis_client(settings: Settings) -> redis.Redis:
 def create_broker(settings: Settings, extra_middleware: Sequence[Middleware] = ()) -> RedisBroker:
     """A Redis broker with only the middleware the workload uses (Dramatiq's Prometheus
     middleware is left out: the worker exports the metrics of docs/metrics.md itself).
-    `extra_middleware` runs after Retries, so it sees a message Retries has failed."""
+    `extra_middleware` goes first: Dramatiq runs `after_*` hooks in reverse order, so its
+    `after_process_message` sees a message Retries has just failed."""
     middleware: list[Middleware] = [
+        *extra_middleware,
         TimeLimit(time_limit=settings.task_time_limit_ms),
         ShutdownNotifications(),
         Retries(
@@ -41,7 +43,6 @@ def create_broker(settings: Settings, extra_middleware: Sequence[Middleware] = (
             min_backoff=settings.task_min_backoff_ms,
             max_backoff=settings.task_max_backoff_ms,
         ),
-        *extra_middleware,
     ]
     return RedisBroker(
         client=redis_client(settings),

@@ -38,7 +38,7 @@ _OUTCOMES = {
 class DepositTaskMiddleware(Middleware):
     """Outcome metrics, duration, and dead-letter handling for every message.
 
-    Installed after Dramatiq's Retries middleware, so `message.failed` tells a message that
+    Its `after_process_message` runs after Retries', so `message.failed` tells a message that
     will be retried from one that exhausted its retries (Dramatiq moves it to the dead-letter
     queue; we count it, log it and mark its inbox row dead).
     """
@@ -155,6 +155,7 @@ class DepositWorker:
         self._worker: dramatiq.Worker | None = None
         self._relay_thread: threading.Thread | None = None
         self._metrics_server: Any = None
+        self.metrics_port: int | None = None
 
     def credit(self, tx_id: str) -> str:
         """The actor: credit one inbox row (idempotent; raises to retry)."""
@@ -189,6 +190,7 @@ class DepositWorker:
             self._metrics_server, _ = start_http_server(
                 self.settings.metrics_port, self.settings.host, registry=self.metrics.registry
             )
+            self.metrics_port = self._metrics_server.server_port
         self._worker = dramatiq.Worker(
             self.broker,
             queues={self.settings.queue_name},

@@ -1,0 +1,147 @@
+"""Bad deliveries get a clear 4xx with a JSON body, never a 500, and are never stored."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import psycopg
+from cricalgo_workload.app import create_app
+from cricalgo_workload.settings import Settings
+from cricalgo_workload.testing import LiveServer, deposit_body, new_secret, signed_headers
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+PATH = "/api/v1/webhooks/deposit"
+
+
+def inbox_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM deposit_inbox").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_signature_failures_are_401(
+    client: httpx.Client, webhook_secret: str, settings: Settings
+) -> None:
+    body = deposit_body()
+    good = signed_headers(webhook_secret, body)
+    cases = {
+        "tampered": (good, body.replace(b"10.50", b"99.50")),
+        "wrong-secret": (signed_headers(new_secret(), body), body),
+        "stale": (signed_headers(webhook_secret, body, timestamp=int(time.time()) - 400), body),
+        "future": (signed_headers(webhook_secret, body, timestamp=int(time.time()) + 400), body),
+        "no-headers": ({"content-type": "application/json"}, body),
+    }
+    for name, (headers, content) in cases.items():
+        response = client.post(PATH, content=content, headers=headers)
+        assert response.status_code == 401, name
+        assert response.json()["error"] == "invalid_signature", name
+    assert inbox_count(settings.database_url) == 0
+
+
+def test_rotated_secret_on_the_server_side(settings: Settings, postgres_server: Any) -> None:
+    old, new = new_secret(), new_secret()
+    server = LiveServer(create_app(replace(settings, webhook_secrets=(new, old)))).start()
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            for secret in (old, new):
+                body = deposit_body()
+                response = http.post(PATH, content=body, headers=signed_headers(secret, body))
+                assert response.status_code == 202
+    finally:
+        server.stop()
+
+
+def test_invalid_bodies_are_422_naming_the_field(
+    client: httpx.Client, webhook_secret: str, settings: Settings
+) -> None:
+    cases = {
+        b"not json": "body",
+        b"[1, 2]": "body",
+        deposit_body(amount="-5"): "amount",
+        deposit_body(amount="1e9"): "amount",
+        deposit_body(amount="12345678901234567890"): "amount",
+        json.dumps({"user_id": "a", "amount": 5, "currency": "EUR",
+                    "provider_reference": "r"}).encode(): "amount",
+        deposit_body(user_id="\U0001f4b0"): "user_id",
+        deposit_body(currency="\u20ac\u20ac\u20ac"): "currency",
+        deposit_body(provider_reference="\u202e\u0000"): "provider_reference",
+    }  # fmt: skip
+    for content, field in cases.items():
+        response = client.post(
+            PATH, content=content, headers=signed_headers(webhook_secret, content)
+        )
+        assert response.status_code == 422, content
+        assert response.json() == {
+            "ok": False,
+            "error": "invalid_body",
+            "field": field,
+            "detail": response.json()["detail"],
+        }
+    assert inbox_count(settings.database_url) == 0
+
+
+def test_oversized_body_is_413(client: httpx.Client, webhook_secret: str) -> None:
+    content = deposit_body(padding="x" * (256 * 1024))
+    response = client.post(PATH, content=content, headers=signed_headers(webhook_secret, content))
+    assert response.status_code == 413
+
+    def chunks() -> Any:  # no Content-Length: the cap applies while streaming
+        for _ in range(300):
+            yield b"x" * 1024
+
+    response = client.post(PATH, content=chunks(), headers=signed_headers(webhook_secret, b""))
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+
+
+def test_wrong_method_and_unknown_path_are_json_4xx(client: httpx.Client) -> None:
+    assert client.get(PATH).status_code == 405
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.json()["ok"] is False
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+field_values = st.one_of(
+    st.text(max_size=80),
+    st.from_regex(r"-?[0-9]{0,14}(\.[0-9]{0,10})?", fullmatch=True),
+    json_values,
+)
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "user_id": field_values,
+                "amount": field_values,
+                "currency": field_values,
+                "provider_reference": field_values,
+            },
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
+def test_fuzzed_bodies_never_give_a_5xx(
+    client: httpx.Client, webhook_secret: str, content: bytes
+) -> None:
+    response = client.post(PATH, content=content, headers=signed_headers(webhook_secret, content))
+    assert response.status_code in (202, 422), response.text
+    assert response.json()["ok"] is (response.status_code == 202)
