@@ -15,9 +15,9 @@ from cricalgo_operator.canary import (
     Reading,
     Readings,
     Verdict,
+    canary_created,
     decide,
     promotion_finished,
-    rollback_finished,
 )
 from cricalgo_operator.canary.durations import format_duration, parse_duration
 from cricalgo_operator.canary.judge import judge
@@ -91,8 +91,13 @@ def test_spec_defaults_and_custom_metric_overrides_builtin() -> None:
     assert {"errorRate", "latencyP99", "queueDepth", "taskFailureRate"} <= set(names)
 
 
-def test_new_image_starts_canary_at_first_step() -> None:
-    d = decide(config(), READY, Readings(), T0)
+def test_new_revision_waits_for_the_reconciler_then_starts_at_first_step() -> None:
+    waiting = decide(config(), READY, Readings(), T0)
+    assert waiting.action == Action.IDLE
+    assert waiting.reason == "AwaitingCanary"
+    created = canary_created(config(), READY, T0 - timedelta(seconds=5))
+    assert created.canary_weight == 0
+    d = decide(config(), created, Readings(), T0)
     assert d.action == Action.START
     assert d.status.canary_weight == 10
     assert d.status.current_step == 0
@@ -112,13 +117,26 @@ def test_same_image_is_idle_and_first_version_is_not_a_canary() -> None:
 
 
 def test_failed_image_waits_for_retry() -> None:
-    failed = READY.evolve(phase=Phase.ROLLED_BACK, failed_image="cricalgo:v2")
+    failed = running(phase=Phase.ROLLED_BACK, canary_weight=0, failed_image="cricalgo:v2")
     d = decide(config(), failed, Readings(), T0)
     assert d.action == Action.IDLE
     assert d.reason == "FailedImage"
     d = decide(config(), failed, Readings(), T0, Control(retry=True))
     assert d.action == Action.START
     assert d.consumed == {"retry"}
+    assert d.status.failed_image is None
+    assert d.status.phase == Phase.PROGRESSING
+    assert d.weight == 10
+
+
+def test_failed_image_reapplied_after_another_version_still_needs_retry() -> None:
+    status = canary_created(config(), READY.evolve(failed_image="cricalgo:v2"), T0)
+    d = decide(config(), status, Readings(), T0)
+    assert d.action == Action.ROLLBACK
+    assert d.reason == "FailedImage"
+    assert d.weight == 0
+    d = decide(config(), status, Readings(), T0, Control(retry=True))
+    assert d.action == Action.START
     assert d.status.failed_image is None
 
 
@@ -176,12 +194,10 @@ def test_failed_checks_roll_back_at_max() -> None:
     assert d.action == Action.ROLLBACK
     assert d.reason == "FailedChecks"
     assert d.weight == 0
-    assert d.status.phase == Phase.ROLLING_BACK
+    assert d.status.phase == Phase.ROLLED_BACK
     assert d.status.failed_image == "cricalgo:v2"
-    done = rollback_finished(d.status)
-    assert done.phase == Phase.ROLLED_BACK
-    assert done.canary_weight == 0
-    assert done.canary_image is None
+    assert d.ended is not None
+    assert d.ended.outcome == "rolledBack"
 
 
 def test_fail_fast_rolls_back_on_first_tick() -> None:
@@ -254,24 +270,19 @@ def test_user_pause_and_resume_restart_the_step_clock() -> None:
 
 def test_new_image_during_canary_restarts_at_first_step() -> None:
     cfg = CanaryConfig.from_spec({"image": "cricalgo:v3", "canary": SPEC["canary"]})
-    d = decide(cfg, running(step=2, failed_checks=2), good(cfg), T0 + timedelta(minutes=5))
-    assert d.action == Action.RESTART
+    old = running(step=2, failed_checks=2)
+    d = decide(cfg, old, good(cfg), T0 + timedelta(minutes=5))
+    # Until the reconciler swapped the canary track, nothing moves.
+    assert d.action == Action.HOLD
+    assert d.reason == "AwaitingReconcile"
+    assert d.status == old
+    swapped = canary_created(cfg, old, T0 + timedelta(minutes=5))
+    d = decide(cfg, swapped, good(cfg), T0 + timedelta(minutes=6))
+    assert d.action == Action.START
     assert d.weight == 10
     assert d.status.current_step == 0
     assert d.status.canary_image == "cricalgo:v3"
     assert d.status.failed_checks == 0
-    assert d.ended is not None
-    assert d.ended.outcome == "superseded"
-    assert d.ended.image == "cricalgo:v2"
-
-
-def test_reverting_spec_to_stable_ends_canary_without_failing_it() -> None:
-    cfg = CanaryConfig.from_spec({"image": "cricalgo:v1", "canary": SPEC["canary"]})
-    d = decide(cfg, running(step=1), good(cfg), T0)
-    assert d.action == Action.ROLLBACK
-    assert d.weight == 0
-    assert d.status.failed_image is None
-    assert rollback_finished(d.status).phase == Phase.READY
 
 
 def test_manual_controls() -> None:
@@ -296,7 +307,7 @@ def test_promotion_and_rollback_in_progress_continue() -> None:
     cfg = config()
     promoting = running(step=3, phase=Phase.PROMOTING)
     assert decide(cfg, promoting, Readings(), T0).action == Action.PROMOTE
-    rolling = running(phase=Phase.ROLLING_BACK, canary_weight=0)
+    rolling = running(phase=Phase.ROLLING_BACK, canary_weight=0)  # not written today
     d = decide(cfg, rolling, Readings(), T0)
     assert d.action == Action.ROLLBACK
     assert d.weight == 0

@@ -13,9 +13,9 @@ from cricalgo_operator.canary import (
     Phase,
     Reading,
     Readings,
+    canary_created,
     decide,
     promotion_finished,
-    rollback_finished,
 )
 from cricalgo_operator.canary.model import REQUESTS, TASKS
 from hypothesis import given, settings
@@ -85,13 +85,13 @@ def active_statuses(draw: st.DrawFn, cfg: CanaryConfig) -> CanaryStatus:
     )
 
 
-def finish(decision_status: CanaryStatus, action: Action) -> CanaryStatus:
-    """What the runner does after carrying out a promotion or rollback."""
-    if action == Action.PROMOTE:
-        return promotion_finished(decision_status)
-    if action == Action.ROLLBACK:
-        return rollback_finished(decision_status)
-    return decision_status
+def reconciler(cfg: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
+    """What the reconciler does around the engine: create canaries, finish promotions."""
+    if status.phase == Phase.PROMOTING:
+        return promotion_finished(status)
+    if status.phase in (Phase.READY, None) and status.stable_image != cfg.image:
+        return canary_created(cfg, status, now)
+    return status
 
 
 @SETTINGS
@@ -110,7 +110,7 @@ def test_never_promotes_or_advances_with_a_reading_missing(data: st.DataObject) 
 @given(st.data())
 def test_weights_are_step_values_or_zero_and_rollback_ends_at_zero(data: st.DataObject) -> None:
     cfg = data.draw(configs())
-    status = CanaryStatus(phase=Phase.READY, stable_image="app:v1")
+    status = reconciler(cfg, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), T0)
     allowed = {0, *cfg.steps}
     now = T0
     for _ in range(data.draw(st.integers(1, 25))):
@@ -124,8 +124,8 @@ def test_weights_are_step_values_or_zero_and_rollback_ends_at_zero(data: st.Data
         assert decision.weight in allowed
         if decision.action == Action.ROLLBACK:
             assert decision.weight == 0
-            assert rollback_finished(decision.status).canary_weight == 0
-        status = finish(decision.status, decision.action)
+            assert decision.status.phase == Phase.ROLLED_BACK
+        status = reconciler(cfg, decision.status, now)
         assert status.canary_weight in allowed
 
 
@@ -154,7 +154,7 @@ def test_same_inputs_same_decision(data: st.DataObject) -> None:
 @given(cfg=configs())
 def test_all_good_readings_promote_in_sum_of_step_durations(cfg: CanaryConfig) -> None:
     """Ticks every interval; stepDuration is a multiple of it, so each step takes exactly it."""
-    status = CanaryStatus(phase=Phase.READY, stable_image="app:v1")
+    status = reconciler(cfg, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), T0)
     start = T0
     decision = decide(cfg, status, healthy(cfg), start)
     assert decision.action == Action.START
@@ -181,9 +181,8 @@ def test_promotion_lags_at_most_one_interval_per_step_when_ticks_do_not_divide_s
     cfg: CanaryConfig, offset: float
 ) -> None:
     stretched = replace(cfg, step_duration=cfg.step_duration + offset * cfg.analysis_interval)
-    status = decide(
-        stretched, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), healthy(cfg), T0
-    ).status
+    ready = reconciler(cfg, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), T0)
+    status = decide(stretched, ready, healthy(cfg), T0).status
     now = T0
     total = len(cfg.steps) * stretched.step_duration
     for _ in range(int(total / cfg.analysis_interval) + len(cfg.steps) + 2):

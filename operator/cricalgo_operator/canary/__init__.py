@@ -1,6 +1,6 @@
 """Canary analysis: the pure decision engine, Prometheus readings and PromQL templates."""
 
-from cricalgo_operator.canary.engine import decide, promotion_finished, rollback_finished
+from cricalgo_operator.canary.engine import canary_created, decide, promotion_finished
 from cricalgo_operator.canary.model import (
     Action,
     CanaryConfig,
@@ -25,7 +25,7 @@ __all__ = [
     "Reading",
     "Readings",
     "Verdict",
+    "canary_created",
     "decide",
     "promotion_finished",
-    "rollback_finished",
 ]

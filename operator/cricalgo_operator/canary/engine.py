@@ -2,7 +2,12 @@
 
 Pure and deterministic: the same inputs give the same decision, time is a parameter, and
 the decision carries the next status, so an operator restarted mid-canary resumes from
-the status alone.  The runner performs the side effects the decision's action names.
+the status alone. The runner performs the side effects the decision's action names.
+
+Division of labour with the reconciler (revisions.plan_revision): the reconciler creates,
+supersedes and aborts canary tracks when the pod template changes (a new canary starts
+at weight 0, `currentStep` -1); this engine walks an existing canary through its steps,
+and promotes or rolls it back.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from cricalgo_operator.canary.model import (
 
 _EPSILON = 1e-6  # seconds; absorbs float noise in elapsed-time comparisons
 _ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+_NONE: frozenset[str] = frozenset()
 
 
 def decide(
@@ -60,8 +66,6 @@ def _is_canary(config: CanaryConfig, status: CanaryStatus) -> bool:
 def _first_step(config: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
     return status.evolve(
         phase=Phase.PROGRESSING,
-        canary_image=config.image,
-        canary_revision=config.revision,
         canary_weight=config.steps[0],
         current_step=0,
         step_started_at=now,
@@ -74,48 +78,37 @@ def _decide_idle(
     config: CanaryConfig, status: CanaryStatus, now: datetime, control: Control
 ) -> Decision:
     if not status.stable_image:
-        return Decision(
-            Action.IDLE, "NoStableVersion", "first version is deployed directly", status
-        )
+        message = "the first version is deployed directly"
+        return Decision(Action.IDLE, "NoStableVersion", message, status)
     if _is_stable(config, status):
-        if status.phase == Phase.ROLLED_BACK:
-            # The user went back to the stable version: nothing is rolled back any more.
-            ready = status.evolve(phase=Phase.READY)
-            return Decision(Action.IDLE, "UpToDate", "spec matches the stable version", ready)
         return Decision(Action.IDLE, "UpToDate", "spec matches the stable version", status)
-    consumed: frozenset[str] = frozenset()
-    if config.image == status.failed_image:
+    if status.phase == Phase.ROLLED_BACK and _is_canary(config, status):
         if not control.retry:
-            message = f"{config.image} failed its canary; retry to analyse it again"
+            message = f"{status.canary_image} failed its canary; retry to analyse it again"
             return Decision(Action.IDLE, "FailedImage", message, status)
-        consumed = frozenset({"retry"})
-    if config.paused:
-        return Decision(
-            Action.IDLE, "Paused", "canary paused before it started", status, consumed=consumed
-        )
-    started = _first_step(config, status, now)
-    if consumed:
-        started = started.evolve(failed_image=None)
-    message = f"canary {config.image} started at {config.steps[0]}%"
-    return Decision(Action.START, "CanaryStarted", message, started, consumed=consumed)
+        started = _first_step(config, status, now).evolve(failed_image=None)
+        message = f"retry: canary {status.canary_image} restarts at {config.steps[0]}%"
+        return Decision(Action.START, "Retry", message, started, consumed=frozenset({"retry"}))
+    message = "a new revision waits for the reconciler to create its canary track"
+    return Decision(Action.IDLE, "AwaitingCanary", message, status)
 
 
 def _rollback(
     status: CanaryStatus,
     reason: str,
     message: str,
-    outcome: str,
+    outcome: str = "rolledBack",
     verdicts: tuple[MetricVerdict, ...] = (),
     tick: Verdict | None = None,
-    failed: bool = True,
-    consumed: frozenset[str] = frozenset(),
+    consumed: frozenset[str] = _NONE,
 ) -> Decision:
+    """Weight 0 at once; the image is remembered so re-applying it needs a retry."""
     assert status.canary_image is not None
-    rolling = status.evolve(phase=Phase.ROLLING_BACK, canary_weight=0)
-    if failed:
-        rolling = rolling.evolve(failed_image=status.canary_image)
+    rolled = status.evolve(
+        phase=Phase.ROLLED_BACK, canary_weight=0, failed_image=status.canary_image
+    )
     ended = Ended(status.canary_image, outcome, reason)
-    return Decision(Action.ROLLBACK, reason, message, rolling, verdicts, tick, ended, consumed)
+    return Decision(Action.ROLLBACK, reason, message, rolled, verdicts, tick, ended, consumed)
 
 
 def _promote(
@@ -124,10 +117,15 @@ def _promote(
     message: str,
     verdicts: tuple[MetricVerdict, ...] = (),
     tick: Verdict | None = None,
-    consumed: frozenset[str] = frozenset(),
+    consumed: frozenset[str] = _NONE,
 ) -> Decision:
+    """Stable takes the canary's version; the canary keeps its weight until stable is ready."""
     assert status.canary_image is not None
-    promoting = status.evolve(phase=Phase.PROMOTING)
+    promoting = status.evolve(
+        phase=Phase.PROMOTING,
+        stable_image=status.canary_image,
+        stable_revision=status.canary_revision,
+    )
     ended = Ended(status.canary_image, "promoted", reason)
     return Decision(Action.PROMOTE, reason, message, promoting, verdicts, tick, ended, consumed)
 
@@ -139,20 +137,16 @@ def _advance(
     reason: str,
     verdicts: tuple[MetricVerdict, ...] = (),
     tick: Verdict | None = None,
-    consumed: frozenset[str] = frozenset(),
+    consumed: frozenset[str] = _NONE,
 ) -> Decision:
     """Next step, or promotion after the last one."""
     step = min(status.current_step, len(config.steps) - 1)
     if step + 1 >= len(config.steps):
         message = f"all steps passed; promoting {status.canary_image}"
-        return _promote(
-            status,
-            "Promoted" if reason == "StepPassed" else reason,
-            message,
-            verdicts,
-            tick,
-            consumed,
-        )
+        if reason != "StepPassed":
+            message = f"promoted by user: {status.canary_image}"
+        promote_reason = "Promoted" if reason == "StepPassed" else reason
+        return _promote(status, promote_reason, message, verdicts, tick, consumed)
     weight = config.steps[step + 1]
     nxt = status.evolve(
         phase=Phase.PROGRESSING,
@@ -161,7 +155,7 @@ def _advance(
         step_started_at=now,
         inconclusive_checks=0,
     )
-    message = f"step {step + 1}: weight {weight}%"
+    message = f"step {step + 1}: canary weight {weight}%"
     return Decision(Action.ADVANCE, reason, message, nxt, verdicts, tick, None, consumed)
 
 
@@ -170,63 +164,65 @@ def _decide_active(
 ) -> Decision:
     assert status.canary_image is not None
     if not _is_canary(config, status):
-        if _is_stable(config, status):
-            return _rollback(
-                status,
-                "Reverted",
-                "spec returned to the stable version",
-                "superseded",
-                failed=False,
-            )
-        restarted = _first_step(config, status, now)
-        ended = Ended(status.canary_image, "superseded", "NewImage")
-        message = f"{config.image} replaces canary {status.canary_image}; analysis restarts"
-        return Decision(Action.RESTART, "NewImage", message, restarted, ended=ended)
+        # The reconciler supersedes (new revision) or aborts (back to stable) the canary.
+        message = "the spec changed; waiting for the reconciler to replace the canary"
+        return Decision(Action.HOLD, "AwaitingReconcile", message, status)
     if control.abort:
         return _rollback(
             status, "Aborted", "aborted by user", "aborted", consumed=frozenset({"abort"})
         )
     if control.promote == "full":
-        return _promote(
-            status, "ManualPromotion", "promoted by user", consumed=frozenset({"promote"})
-        )
+        message = f"promoted by user: {status.canary_image}"
+        return _promote(status, "ManualPromotion", message, consumed=frozenset({"promote"}))
+    refused = status.canary_image == status.failed_image and not control.retry
+    if status.current_step < 0 and refused:
+        # Re-applied after another version: still needs an explicit retry.
+        message = f"{status.canary_image} failed its canary before; retry to analyse it"
+        return _rollback(status, "FailedImage", message)
+    if config.paused:
+        paused = status.evolve(phase=Phase.PAUSED)
+        if status.phase != Phase.PAUSED:
+            return Decision(Action.PAUSE, "PausedByUser", "paused by user", paused)
+        return Decision(Action.HOLD, "Paused", "paused", paused)
+    if status.phase == Phase.PAUSED:
+        stuck = status.inconclusive_checks >= config.max_inconclusive
+        if stuck and not (control.resume or control.promote == "step"):
+            message = "paused after inconclusive analysis; resume or promote to continue"
+            return Decision(Action.HOLD, "PausedNoData", message, status)
+        resumed = status.evolve(phase=Phase.PROGRESSING, inconclusive_checks=0, step_started_at=now)
+        if control.promote == "step" and resumed.current_step >= 0:
+            return _advance(config, resumed, now, "ManualStep", consumed=frozenset({"promote"}))
+        consumed = frozenset({"resume"}) if control.resume else _NONE
+        return Decision(Action.RESUME, "Resumed", "analysis resumed", resumed, consumed=consumed)
+    if status.current_step < 0:
+        started = _first_step(config, status, now)
+        if status.canary_image == status.failed_image:
+            started = started.evolve(failed_image=None)
+        consumed = frozenset({"retry"}) if control.retry else _NONE
+        message = f"canary {status.canary_image} at {config.steps[0]}%"
+        return Decision(Action.START, "CanaryStarted", message, started, consumed=consumed)
+    if control.promote == "step":
+        return _advance(config, status, now, "ManualStep", consumed=frozenset({"promote"}))
+    return _analyse(config, status, readings, now)
 
+
+def _analyse(
+    config: CanaryConfig, status: CanaryStatus, readings: Readings, now: datetime
+) -> Decision:
     # Normalise: the weight always follows the (possibly edited) step list.
-    step = max(0, min(status.current_step, len(config.steps) - 1))
+    step = min(status.current_step, len(config.steps) - 1)
     status = status.evolve(current_step=step, canary_weight=config.steps[step])
     if status.step_started_at is None:
         status = status.evolve(step_started_at=now)
     verdicts = judge(config, readings)
     tick = tick_verdict(verdicts)
 
-    if config.paused:
-        paused = status.evolve(phase=Phase.PAUSED)
-        if status.phase != Phase.PAUSED:
-            return Decision(Action.PAUSE, "PausedByUser", "paused by user", paused, verdicts, tick)
-        return Decision(Action.HOLD, "Paused", "paused", paused, verdicts, tick)
-    if status.phase == Phase.PAUSED:
-        stuck = status.inconclusive_checks >= config.max_inconclusive
-        if stuck and not (control.resume or control.promote == "step"):
-            message = "paused after inconclusive analysis; resume or promote to continue"
-            return Decision(Action.HOLD, "PausedNoData", message, status, verdicts, tick)
-        resumed = status.evolve(phase=Phase.PROGRESSING, inconclusive_checks=0, step_started_at=now)
-        if control.promote == "step":
-            return _advance(
-                config, resumed, now, "ManualStep", verdicts, tick, frozenset({"promote"})
-            )
-        consumed = frozenset({"resume"}) if control.resume else frozenset()
-        return Decision(
-            Action.RESUME, "Resumed", "analysis resumed", resumed, verdicts, tick, None, consumed
-        )
-    if control.promote == "step":
-        return _advance(config, status, now, "ManualStep", verdicts, tick, frozenset({"promote"}))
-
     failing = [v for v in verdicts if v.verdict == Verdict.FAIL]
     severe = [v for v in failing if v.severe]
     if severe:
         what = "; ".join(f"{v.name} {v.reason}" for v in severe)
-        message = f"fail fast (>{config.fail_fast_factor:g}x threshold): {what}"
-        return _rollback(status, "FailFast", message, "rolledBack", verdicts, tick)
+        message = f"fail fast (beyond {config.fail_fast_factor:g}x its threshold): {what}"
+        return _rollback(status, "FailFast", message, verdicts=verdicts, tick=tick)
     if tick == Verdict.FAIL or (tick == Verdict.NODATA and config.on_no_data == "fail"):
         failed = status.failed_checks + 1
         counted = status.evolve(failed_checks=failed, inconclusive_checks=0)
@@ -234,7 +230,7 @@ def _decide_active(
         what = "; ".join(f"{v.name} {v.reason}" for v in bad)
         if failed >= config.max_failed_checks:
             message = f"{failed} failed checks (max {config.max_failed_checks}): {what}"
-            return _rollback(counted, "FailedChecks", message, "rolledBack", verdicts, tick)
+            return _rollback(counted, "FailedChecks", message, verdicts=verdicts, tick=tick)
         message = f"check failed ({failed}/{config.max_failed_checks}): {what}"
         return Decision(Action.HOLD, "CheckFailed", message, counted, verdicts, tick)
     if tick == Verdict.NODATA:
@@ -260,8 +256,10 @@ def _decide_active(
 
 
 def promotion_finished(status: CanaryStatus) -> CanaryStatus:
-    """The status once the stable track runs the canary's version and serves all traffic."""
-    failed = None if status.failed_image == status.canary_image else status.failed_image
+    """The status once stable runs the canary's version and serves all traffic.
+
+    Mirrors what the reconciler writes (revisions.promotion_done_patch).
+    """
     return status.evolve(
         phase=Phase.READY,
         stable_image=status.canary_image,
@@ -273,19 +271,21 @@ def promotion_finished(status: CanaryStatus) -> CanaryStatus:
         step_started_at=None,
         failed_checks=0,
         inconclusive_checks=0,
-        failed_image=failed,
     )
 
 
-def rollback_finished(status: CanaryStatus) -> CanaryStatus:
-    """The status once the canary has no traffic and no pods."""
-    rolled_back = status.canary_image is not None and status.failed_image == status.canary_image
+def canary_created(config: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
+    """The status once the reconciler created a canary track for the spec's revision.
+
+    Mirrors revisions.plan_revision: weight 0, before the first step.
+    """
     return status.evolve(
-        phase=Phase.ROLLED_BACK if rolled_back else Phase.READY,
-        canary_image=None,
-        canary_revision=None,
+        phase=Phase.PAUSED if config.paused else Phase.PROGRESSING,
+        canary_image=config.image,
+        canary_revision=config.revision,
         canary_weight=0,
         current_step=-1,
-        step_started_at=None,
+        step_started_at=now,
+        failed_checks=0,
         inconclusive_checks=0,
     )
