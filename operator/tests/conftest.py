@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+
+def _restore_stdlib_operator() -> None:
+    """Undo pytest's shadowing of the standard library's `operator` module.
+
+    With `--import-mode=importlib`, pytest imports this directory as the package
+    `operator.tests`; the stdlib `operator` has no `__path__`, so pytest re-imports the
+    repository's `operator/` directory under that name and replaces `sys.modules["operator"]`
+    (pytest's _import_module_using_spec). Any later `from operator import add` (hypothesis,
+    sortedcontainers, ...) then fails. Parents are imported before this file runs, so
+    putting the real module back here keeps every later import working.
+    """
+    current = sys.modules.get("operator")
+    if current is not None and hasattr(current, "itemgetter"):
+        return
+    spec = importlib.util.spec_from_file_location(
+        "operator", Path(sysconfig.get_path("stdlib")) / "operator.py"
+    )
+    assert spec is not None and spec.loader is not None
+    stdlib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stdlib)
+    if current is not None and hasattr(current, "tests"):
+        stdlib.tests = current.tests  # type: ignore[attr-defined]
+    sys.modules["operator"] = stdlib
+
+
+_restore_stdlib_operator()
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "cricalgodeployment.yaml"
 

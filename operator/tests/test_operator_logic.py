@@ -1,0 +1,251 @@
+"""Pure pieces of the operator: replica split, revisions, drift, readiness, config, logs."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Any
+
+import pytest
+from cricalgo_operator.children import drifted
+from cricalgo_operator.config import ConfigError, parse_config
+from cricalgo_operator.logs import JsonFormatter
+from cricalgo_operator.model import Cad
+from cricalgo_operator.naming import image_version
+from cricalgo_operator.readiness import deployment_readiness, stable_readiness
+from cricalgo_operator.reconcile import conditions_for
+from cricalgo_operator.render_scaling import split_replicas
+from cricalgo_operator.revisions import (
+    plan_revision,
+    promotion_done_patch,
+    promotion_patch,
+    rollback_patch,
+)
+from cricalgo_operator.status import HISTORY_LIMIT, set_condition, with_history
+from hypothesis import given
+from hypothesis import strategies as st
+
+NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
+LATER = NOW + datetime.timedelta(minutes=5)
+
+
+def cad(image: str = "reg/cricalgo:1.0", status: dict[str, Any] | None = None, **spec: Any) -> Cad:
+    body = {
+        "metadata": {"name": "pay", "namespace": "ns", "uid": "u", "generation": 3},
+        "spec": {
+            "image": image,
+            "database": {"secretRef": {"name": "db"}},
+            "redis": {"secretRef": {"name": "r"}},
+            **spec,
+        },
+        "status": status or {},
+    }
+    return Cad.from_body(body)
+
+
+def apply_patch(c: Cad, patch: dict[str, Any]) -> Cad:
+    status = {**c.status, **patch}
+    return c.with_status({k: v for k, v in status.items() if v is not None})
+
+
+# --- replica split -------------------------------------------------------------------
+
+
+@given(lo=st.integers(1, 50), extra=st.integers(0, 50), weight=st.integers(0, 100))
+def test_split_replicas_invariants(lo: int, extra: int, weight: int) -> None:
+    hi = lo + extra
+    stable, canary = split_replicas(lo, hi, weight)
+    assert 1 <= stable.min <= stable.max
+    if weight == 0:
+        assert canary is None
+        assert (stable.min, stable.max) == (lo, hi)
+        return
+    assert canary is not None
+    assert 1 <= canary.min <= canary.max <= hi
+    # The canary's share of the maximum is the weight, to within one replica.
+    assert abs(canary.max - hi * weight / 100) <= 1
+    assert stable.max + canary.max <= hi + 1
+
+
+# --- revisions -----------------------------------------------------------------------
+
+
+def test_first_revision_becomes_stable_without_a_canary() -> None:
+    patch, transition = plan_revision(cad(), NOW)
+    assert patch["phase"] == "Initializing"
+    assert patch["stableImage"] == "reg/cricalgo:1.0"
+    assert patch["canaryRevision"] is None
+    assert transition is not None and transition.reason == "Initializing"
+
+
+def test_new_image_starts_a_canary_at_weight_zero_and_a_repeat_changes_nothing() -> None:
+    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    moved = cad("reg/cricalgo:1.1", stable.status)
+    patch, transition = plan_revision(moved, NOW)
+    assert patch["phase"] == "Progressing"
+    assert patch["canaryImage"] == "reg/cricalgo:1.1"
+    assert patch["canaryWeight"] == 0 and patch["currentStep"] == -1
+    assert transition is not None and transition.reason == "CanaryStarted"
+    running = apply_patch(moved, patch)
+    assert plan_revision(running, LATER) == ({}, None)
+
+
+def test_changing_env_is_a_new_revision_but_replicas_are_not() -> None:
+    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    scaled = cad(status=stable.status, app={"replicas": {"min": 4, "max": 20}})
+    assert plan_revision(scaled, NOW) == ({}, None)
+    env = cad(status=stable.status, env=[{"name": "FEATURE", "value": "on"}])
+    assert plan_revision(env, NOW)[0]["phase"] == "Progressing"
+
+
+def test_a_newer_image_supersedes_the_canary_and_reverting_aborts_it() -> None:
+    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    first = cad("reg/cricalgo:1.1", stable.status)
+    first = apply_patch(first, plan_revision(first, NOW)[0])
+    second = cad("reg/cricalgo:1.2", first.status)
+    patch, _ = plan_revision(second, LATER)
+    assert patch["canaryImage"] == "reg/cricalgo:1.2"
+    assert patch["history"][-1]["outcome"] == "superseded"
+    assert patch["history"][-1]["image"] == "reg/cricalgo:1.1"
+    reverted = cad("reg/cricalgo:1.0", apply_patch(second, patch).status)
+    patch, transition = plan_revision(reverted, LATER)
+    assert patch["phase"] == "Ready" and patch["canaryRevision"] is None
+    assert patch["history"][-1]["outcome"] == "aborted"
+    assert transition is not None and transition.type == "Warning"
+
+
+def test_promotion_then_completion_and_rollback() -> None:
+    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    canary = cad("reg/cricalgo:1.1", stable.status)
+    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
+    promoting = apply_patch(canary, promotion_patch(canary, "all steps passed", LATER))
+    assert promoting.status["stableImage"] == "reg/cricalgo:1.1"
+    assert promoting.canary_active  # the canary keeps serving until stable is back
+    assert plan_revision(promoting, LATER) == ({}, None)
+    done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
+    assert not done.canary_active and done.status["phase"] == "Ready"
+    assert done.status["history"][-1]["outcome"] == "promoted"
+    assert done.status["history"][-1]["reason"] == "all steps passed"
+    rolled = apply_patch(canary, rollback_patch(canary, "error rate", LATER))
+    assert rolled.status["phase"] == "RolledBack" and rolled.canary_weight == 0
+    assert rolled.canary_scaled_down and rolled.status["failedImage"] == "reg/cricalgo:1.1"
+    # The rolled-back image stays rolled back until something new is pushed.
+    assert plan_revision(rolled, LATER) == ({}, None)
+
+
+def test_history_keeps_the_last_ten() -> None:
+    history: list[dict[str, Any]] = []
+    for i in range(HISTORY_LIMIT + 3):
+        history = with_history(history, {"image": f"i{i}"})
+    assert [h["image"] for h in history] == [f"i{i}" for i in range(3, HISTORY_LIMIT + 3)]
+
+
+# --- drift ---------------------------------------------------------------------------
+
+
+def test_drift_ignores_extra_fields_but_sees_changed_and_missing_ones() -> None:
+    desired = {"spec": {"maxReplicas": 10, "metrics": [{"type": "Resource"}]}}
+    actual = {
+        "spec": {"maxReplicas": 10, "minReplicas": 2, "metrics": [{"type": "Resource", "x": 1}]},
+        "status": {},
+    }
+    assert not drifted(desired, actual)
+    assert drifted(desired, {"spec": {"maxReplicas": 50, "metrics": [{"type": "Resource"}]}})
+    assert drifted(desired, {"spec": {"maxReplicas": 10, "metrics": []}})
+    assert drifted(desired, {})
+
+
+# --- readiness and conditions --------------------------------------------------------
+
+
+def deployment(name: str, track: str, desired: int, available: int, gen: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "generation": 2, "labels": {"track": track}},
+        "spec": {"replicas": desired},
+        "status": {
+            "observedGeneration": gen,
+            "availableReplicas": available,
+            "updatedReplicas": available,
+        },
+    }
+
+
+def test_ready_needs_every_stable_deployment_current_and_available() -> None:
+    ok = [
+        deployment_readiness(deployment("pay-app", "stable", 3, 3, 2)),
+        deployment_readiness(deployment("pay-worker", "stable", 2, 2, 2)),
+        deployment_readiness(deployment("pay-app-canary", "canary", 1, 0, 2)),
+    ]
+    assert stable_readiness(ok).ready
+    stale = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 1))]
+    assert not stable_readiness(stale).ready
+    short = [deployment_readiness(deployment("pay-app", "stable", 3, 1, 2))]
+    result = stable_readiness(short)
+    assert not result.ready and result.message == "pay-app 1/3 available"
+    assert stable_readiness([]).reason == "NoDeployments"
+
+
+def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> None:
+    ready = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 2))]
+    c = cad(
+        status={
+            "phase": "Progressing",
+            "canaryRevision": "x",
+            "canaryImage": "img:2",
+            "canaryWeight": 10,
+        }
+    )
+    conditions = {x["type"]: x for x in conditions_for(c, ready, NOW)}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Progressing"]["status"] == "True"
+    assert conditions["Progressing"]["message"] == "canary img:2 at 10%"
+    assert conditions["Degraded"]["status"] == "False"
+    assert conditions["Ready"]["observedGeneration"] == 3
+    again = set_condition(list(conditions.values()), "Ready", True, "Available", "m", LATER, 3)
+    assert next(x for x in again if x["type"] == "Ready")["lastTransitionTime"] == (
+        "2026-11-27T12:00:00Z"
+    )
+    flipped = set_condition(again, "Ready", False, "Unavailable", "m", LATER, 3)
+    assert next(x for x in flipped if x["type"] == "Ready")["lastTransitionTime"] == (
+        "2026-11-27T12:05:00Z"
+    )
+    rolled = cad(status={"phase": "RolledBack", "failedImage": "img:2"})
+    degraded = {x["type"]: x for x in conditions_for(rolled, ready, NOW)}["Degraded"]
+    assert degraded["status"] == "True" and "img:2" in degraded["message"]
+
+
+# --- naming, config, logs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        ("registry.local/cricalgo:1.2.3", "1.2.3"),
+        ("registry.local:5000/team/cricalgo:v2", "v2"),
+        ("cricalgo", "latest"),
+        ("cricalgo@sha256:abcdef", "sha256-abcdef"),
+    ],
+)
+def test_version_label_is_the_image_tag(image: str, version: str) -> None:
+    assert image_version(image) == version
+
+
+def test_config_flags_win_over_environment() -> None:
+    env = {"CRICALGO_NAMESPACES": "a, b", "CRICALGO_METRICS_PORT": "9000", "KUBECONFIG": "/k"}
+    config = parse_config([], env)
+    assert config.namespaces == ("a", "b") and not config.clusterwide
+    assert config.metrics_port == 9000 and config.kubeconfig == "/k"
+    config = parse_config(["--namespace", "c", "--metrics-port", "0", "--liveness", ""], env)
+    assert config.namespaces == ("c",) and config.metrics_port == 0 and config.liveness is None
+    assert parse_config([], {}).clusterwide
+    with pytest.raises(ConfigError, match="metrics port must be an integer"):
+        parse_config(["--metrics-port", "eighty"], {})
+
+
+def test_json_log_lines_carry_the_object() -> None:
+    record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "hello %s", ("x",), None)
+    record.k8s_ref = {"kind": "CricAlgoDeployment", "namespace": "ns", "name": "pay"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "hello x" and line["level"] == "INFO"
+    assert line["object"] == {"kind": "CricAlgoDeployment", "namespace": "ns", "name": "pay"}
