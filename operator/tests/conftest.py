@@ -27,7 +27,8 @@ def _restore_stdlib_operator() -> None:
     spec = importlib.util.spec_from_file_location(
         "operator", Path(sysconfig.get_path("stdlib")) / "operator.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     stdlib = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stdlib)
     if current is not None and hasattr(current, "tests"):

@@ -76,7 +76,8 @@ def test_first_revision_becomes_stable_without_a_canary() -> None:
     assert patch["phase"] == "Initializing"
     assert patch["stableImage"] == "reg/cricalgo:1.0"
     assert patch["canaryRevision"] is None
-    assert transition is not None and transition.reason == "Initializing"
+    assert transition is not None
+    assert transition.reason == "Initializing"
 
 
 def test_new_image_starts_a_canary_at_weight_zero_and_a_repeat_changes_nothing() -> None:
@@ -85,8 +86,10 @@ def test_new_image_starts_a_canary_at_weight_zero_and_a_repeat_changes_nothing()
     patch, transition = plan_revision(moved, NOW)
     assert patch["phase"] == "Progressing"
     assert patch["canaryImage"] == "reg/cricalgo:1.1"
-    assert patch["canaryWeight"] == 0 and patch["currentStep"] == -1
-    assert transition is not None and transition.reason == "CanaryStarted"
+    assert patch["canaryWeight"] == 0
+    assert patch["currentStep"] == -1
+    assert transition is not None
+    assert transition.reason == "CanaryStarted"
     running = apply_patch(moved, patch)
     assert plan_revision(running, LATER) == ({}, None)
 
@@ -110,9 +113,11 @@ def test_a_newer_image_supersedes_the_canary_and_reverting_aborts_it() -> None:
     assert patch["history"][-1]["image"] == "reg/cricalgo:1.1"
     reverted = cad("reg/cricalgo:1.0", apply_patch(second, patch).status)
     patch, transition = plan_revision(reverted, LATER)
-    assert patch["phase"] == "Ready" and patch["canaryRevision"] is None
+    assert patch["phase"] == "Ready"
+    assert patch["canaryRevision"] is None
     assert patch["history"][-1]["outcome"] == "aborted"
-    assert transition is not None and transition.type == "Warning"
+    assert transition is not None
+    assert transition.type == "Warning"
 
 
 def test_promotion_then_completion_and_rollback() -> None:
@@ -124,12 +129,15 @@ def test_promotion_then_completion_and_rollback() -> None:
     assert promoting.canary_active  # the canary keeps serving until stable is back
     assert plan_revision(promoting, LATER) == ({}, None)
     done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
-    assert not done.canary_active and done.status["phase"] == "Ready"
+    assert not done.canary_active
+    assert done.status["phase"] == "Ready"
     assert done.status["history"][-1]["outcome"] == "promoted"
     assert done.status["history"][-1]["reason"] == "all steps passed"
     rolled = apply_patch(canary, rollback_patch(canary, "error rate", LATER))
-    assert rolled.status["phase"] == "RolledBack" and rolled.canary_weight == 0
-    assert rolled.canary_scaled_down and rolled.status["failedImage"] == "reg/cricalgo:1.1"
+    assert rolled.status["phase"] == "RolledBack"
+    assert rolled.canary_weight == 0
+    assert rolled.canary_scaled_down
+    assert rolled.status["failedImage"] == "reg/cricalgo:1.1"
     # The rolled-back image stays rolled back until something new is pushed.
     assert plan_revision(rolled, LATER) == ({}, None)
 
@@ -182,7 +190,8 @@ def test_ready_needs_every_stable_deployment_current_and_available() -> None:
     assert not stable_readiness(stale).ready
     short = [deployment_readiness(deployment("pay-app", "stable", 3, 1, 2))]
     result = stable_readiness(short)
-    assert not result.ready and result.message == "pay-app 1/3 available"
+    assert not result.ready
+    assert result.message == "pay-app 1/3 available"
     assert stable_readiness([]).reason == "NoDeployments"
 
 
@@ -212,7 +221,8 @@ def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> No
     )
     rolled = cad(status={"phase": "RolledBack", "failedImage": "img:2"})
     degraded = {x["type"]: x for x in conditions_for(rolled, ready, NOW)}["Degraded"]
-    assert degraded["status"] == "True" and "img:2" in degraded["message"]
+    assert degraded["status"] == "True"
+    assert "img:2" in degraded["message"]
 
 
 # --- naming, config, logs ------------------------------------------------------------
@@ -234,10 +244,14 @@ def test_version_label_is_the_image_tag(image: str, version: str) -> None:
 def test_config_flags_win_over_environment() -> None:
     env = {"CRICALGO_NAMESPACES": "a, b", "CRICALGO_METRICS_PORT": "9000", "KUBECONFIG": "/k"}
     config = parse_config([], env)
-    assert config.namespaces == ("a", "b") and not config.clusterwide
-    assert config.metrics_port == 9000 and config.kubeconfig == "/k"
+    assert config.namespaces == ("a", "b")
+    assert not config.clusterwide
+    assert config.metrics_port == 9000
+    assert config.kubeconfig == "/k"
     config = parse_config(["--namespace", "c", "--metrics-port", "0", "--liveness", ""], env)
-    assert config.namespaces == ("c",) and config.metrics_port == 0 and config.liveness is None
+    assert config.namespaces == ("c",)
+    assert config.metrics_port == 0
+    assert config.liveness is None
     assert parse_config([], {}).clusterwide
     with pytest.raises(ConfigError, match="metrics port must be an integer"):
         parse_config(["--metrics-port", "eighty"], {})
@@ -247,5 +261,6 @@ def test_json_log_lines_carry_the_object() -> None:
     record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "hello %s", ("x",), None)
     record.k8s_ref = {"kind": "CricAlgoDeployment", "namespace": "ns", "name": "pay"}
     line = json.loads(JsonFormatter().format(record))
-    assert line["message"] == "hello x" and line["level"] == "INFO"
+    assert line["message"] == "hello x"
+    assert line["level"] == "INFO"
     assert line["object"] == {"kind": "CricAlgoDeployment", "namespace": "ns", "name": "pay"}
