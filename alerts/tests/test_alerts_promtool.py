@@ -49,6 +49,7 @@ EXPECTED_ALERTS = {
     "CricAlgoHighCPU",
     "CricAlgoHighMemory",
     "CricAlgoCanaryStuck",
+    "CricAlgoCanaryTransitionStuck",
     "CricAlgoCanaryPausedTooLong",
     "CricAlgoCanaryRolledBack",
     "CricAlgoCanaryFailed",
