@@ -23,6 +23,7 @@ import yaml
 from .binaries import ensure_toolchain
 from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
+from .node import LocalNode
 from .services import NginxServer, PostgresServer, PrometheusServer, RedisServer, new_work_dir
 from .stack import install_crds
 
@@ -186,3 +187,20 @@ def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
         yield name
     finally:
         kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def local_node(kube_cluster: KubeCluster) -> Iterator[LocalNode]:
+    """A local node of `kube_cluster`: pods the scheduler binds run as local processes,
+    each on its own 127.x.y.z pod IP. Pod logs: `local_node.logs_dir / NS / POD /`."""
+    if os.environ.get("E2E_CLUSTER") == "kind":
+        pytest.skip("the local node runs pods on the local control plane; kind has its own nodes")
+    node = LocalNode(kube_cluster.kubeconfig, kube_cluster.scratch / "node", name="local-node")
+    node.start()
+    _running.append(node)
+    try:
+        yield node
+    finally:
+        node.stop()
+        if node in _running:
+            _running.remove(node)
