@@ -23,6 +23,7 @@ import yaml
 from .binaries import ensure_toolchain
 from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
+from .mesh import LocalMesh
 from .node import LocalNode
 from .services import NginxServer, PostgresServer, PrometheusServer, RedisServer, new_work_dir
 from .stack import install_crds
@@ -204,3 +205,29 @@ def local_node(kube_cluster: KubeCluster) -> Iterator[LocalNode]:
         node.stop()
         if node in _running:
             _running.remove(node)
+
+
+@pytest.fixture(scope="session")
+def local_mesh(kube_cluster: KubeCluster, local_node: LocalNode) -> Iterator[LocalMesh]:
+    """The local mesh on its own nginx: VirtualServices (with DestinationRule subsets) and
+    canary Ingresses of `kube_cluster` route `local_mesh.url` by Host header to ready pods."""
+    nginx = NginxServer(new_work_dir("mesh"))
+    nginx.start()
+    _running.append(nginx)
+    mesh = LocalMesh(
+        kube_cluster.kubeconfig,
+        nginx.apply_http_config,
+        listen=f"127.0.0.1:{nginx.port}",
+        access_log=nginx.work_dir / "mesh-access.log",
+    )
+    mesh.start()
+    _running.append(mesh)
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+        nginx.stop()
+        for server in (mesh, nginx):
+            if server in _running:
+                _running.remove(server)
+        shutil.rmtree(nginx.work_dir, ignore_errors=True)

@@ -1,0 +1,252 @@
+"""The local mesh splits real traffic between real pods exactly as the traffic objects say:
+1,000 requests through nginx land within 3 points of the VirtualService or canary-Ingress
+weights."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cricalgo_localstack.mesh import LocalMesh
+from cricalgo_localstack.node import LocalNode
+from cricalgo_localstack.pytest_plugin import KubeCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+REQUESTS = 1000
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def apply(cluster: KubeCluster, namespace: str, *manifests: dict[str, Any]) -> None:
+    """Apply, retrying while the namespace's default ServiceAccount does not exist yet."""
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
+    for _ in range(80):
+        proc = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=False)
+        if proc.returncode == 0:
+            return
+        if "serviceaccount" not in proc.stderr:
+            raise AssertionError(proc.stderr)
+        time.sleep(0.25)
+    raise AssertionError("could not apply the manifests")
+
+
+def web_pod(name: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web", "version": version}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "cricalgo/probe:v1",
+                    "args": ["--port", "8080"],
+                    "env": [
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        }
+                    ],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/readyz", "port": "http"},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+        },
+    }
+
+
+def service(name: str, selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
+
+
+def virtual_service(stable: int, canary: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {
+            "hosts": ["web.example.com"],
+            "http": [
+                {
+                    "route": [
+                        {"destination": {"host": "web", "subset": "stable"}, "weight": stable},
+                        {"destination": {"host": "web", "subset": "canary"}, "weight": canary},
+                    ]
+                }
+            ],
+        },
+    }
+
+
+DESTINATION_RULE = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "DestinationRule",
+    "metadata": {"name": "web"},
+    "spec": {
+        "host": "web",
+        "subsets": [
+            {"name": "stable", "labels": {"version": "v1"}},
+            {"name": "canary", "labels": {"version": "v2"}},
+        ],
+    },
+}
+
+
+def ingress(name: str, backend: str, canary_weight: int | None = None) -> dict[str, Any]:
+    annotations = {}
+    if canary_weight is not None:
+        annotations = {
+            "nginx.ingress.kubernetes.io/canary": "true",
+            "nginx.ingress.kubernetes.io/canary-weight": str(canary_weight),
+        }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "rules": [
+                {
+                    "host": "shop.example.com",
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {"service": {"name": backend, "port": {"number": 80}}},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
+
+
+def send(mesh: LocalMesh, host: str, count: int) -> Counter[str]:
+    """`count` GETs through the mesh with this Host header; the answering pods' names."""
+    address, port = mesh.listen.rsplit(":", 1)
+    conn = http.client.HTTPConnection(address, int(port), timeout=5)
+    seen: Counter[str] = Counter()
+    try:
+        for _ in range(count):
+            try:
+                conn.request("GET", "/", headers={"Host": host})
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # An nginx worker retiring after a reload closes idle keep-alive connections;
+                # a client opens a new one and repeats its GET.
+                conn.close()
+                conn.request("GET", "/", headers={"Host": host})
+                response = conn.getresponse()
+            body = response.read().decode()
+            seen[body if response.status == 200 else f"HTTP {response.status}"] += 1
+    finally:
+        conn.close()
+    return seen
+
+
+def share(seen: Counter[str], prefix: str) -> float:
+    return 100.0 * sum(n for pod, n in seen.items() if pod.startswith(prefix)) / sum(seen.values())
+
+
+def routes_to(mesh: LocalMesh, host: str, pods: set[str]) -> Callable[[], bool]:
+    """The mesh answers for `host` from exactly these pods (the config has converged)."""
+    return lambda: set(send(mesh, host, 3 * len(pods) + 3)) == pods
+
+
+@pytest.fixture
+def web_pods(kube_cluster: KubeCluster, local_node: LocalNode, namespace: str) -> set[str]:
+    names = {"stable-a": "v1", "stable-b": "v1", "canary-a": "v2"}
+    apply(kube_cluster, namespace, *(web_pod(name, version) for name, version in names.items()))
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=90s"
+    )
+    return set(names)
+
+
+def test_virtual_service_weights_split_1000_requests_within_3_points(
+    kube_cluster: KubeCluster, local_mesh: LocalMesh, namespace: str, web_pods: set[str]
+) -> None:
+    apply(
+        kube_cluster,
+        namespace,
+        service("web", {"app": "web"}),
+        DESTINATION_RULE,
+        virtual_service(75, 25),
+    )
+    eventually(routes_to(local_mesh, "web.example.com", web_pods), 60, "the mesh routing 75/25")
+
+    seen = send(local_mesh, "web.example.com", REQUESTS)
+    print(f"75/25 split over {REQUESTS} requests: {dict(seen)}")
+    assert sum(seen.values()) == REQUESTS
+    assert abs(share(seen, "canary") - 25) <= 3
+    assert abs(share(seen, "stable") - 75) <= 3
+
+    apply(kube_cluster, namespace, virtual_service(90, 10))
+    eventually(lambda: "subset canary 10%" in local_mesh.config, 30, "the mesh at 90/10")
+    seen = send(local_mesh, "web.example.com", REQUESTS)
+    print(f"90/10 split over {REQUESTS} requests: {dict(seen)}")
+    assert abs(share(seen, "canary") - 10) <= 3
+    assert abs(share(seen, "stable") - 90) <= 3
+
+    # Weight 0 takes the canary out entirely; an unknown host gets a 404 from the mesh.
+    apply(kube_cluster, namespace, virtual_service(100, 0))
+    eventually(routes_to(local_mesh, "web.example.com", {"stable-a", "stable-b"}), 30, "100/0")
+    assert set(send(local_mesh, "nowhere.example.com", 2)) == {"HTTP 404"}
+
+
+def test_canary_ingress_weight_splits_traffic_and_not_ready_pods_leave_the_mesh(
+    kube_cluster: KubeCluster, local_mesh: LocalMesh, namespace: str, web_pods: set[str]
+) -> None:
+    apply(
+        kube_cluster,
+        namespace,
+        service("web-stable", {"app": "web", "version": "v1"}),
+        service("web-canary", {"app": "web", "version": "v2"}),
+        ingress("shop", "web-stable"),
+        ingress("shop-canary", "web-canary", canary_weight=25),
+    )
+    eventually(routes_to(local_mesh, "shop.example.com", web_pods), 60, "the ingress routing")
+    seen = send(local_mesh, "shop.example.com", REQUESTS)
+    print(f"canary-weight 25 over {REQUESTS} requests: {dict(seen)}")
+    assert abs(share(seen, "canary") - 25) <= 3
+
+    # A pod that fails its readiness probe stops getting traffic.
+    pod = json.loads(
+        kube_cluster.kubectl("get", "pod", "stable-b", "-n", namespace, "-o", "json").stdout
+    )
+    conn = http.client.HTTPConnection(pod["status"]["podIP"], 8080, timeout=3)
+    conn.request("POST", "/unready")
+    assert conn.getresponse().status == 200
+    conn.close()
+    eventually(
+        routes_to(local_mesh, "shop.example.com", {"stable-a", "canary-a"}),
+        30,
+        "the unready pod out of the mesh",
+    )
+    seen = send(local_mesh, "shop.example.com", 400)
+    assert abs(share(seen, "canary") - 25) <= 3
