@@ -29,6 +29,10 @@ from cricalgo_operator.canary.promql import (
     render_query,
 )
 
+# The query window is the analysis interval, but never so short that a rate() over it
+# may hold fewer than two samples at the usual 1-2 s scrape intervals of a test setup.
+MIN_WINDOW_SECONDS = 5.0
+
 
 @dataclass(frozen=True)
 class AnalysisTarget:
@@ -50,7 +54,7 @@ def template_for(config: CanaryConfig, check: MetricCheck | str) -> str:
 
 def planned_queries(config: CanaryConfig, target: AnalysisTarget) -> list[tuple[str, str, str]]:
     """(name, track, PromQL) for everything one tick needs."""
-    interval = promql_duration(config.analysis_interval)
+    interval = promql_duration(max(config.analysis_interval, MIN_WINDOW_SECONDS))
 
     def variables(track: str) -> TemplateVars:
         version = target.canary_version if track == CANARY else target.stable_version

@@ -1,0 +1,55 @@
+"""The Kopf daemon that runs the canary analysis of each CR at its `analysisInterval`.
+
+Importing this module registers the daemon (the operator's entry point imports it). One
+daemon per CR; it holds no state of its own between ticks (everything is in the CR
+status), so an operator restart resumes every canary at the step it was on.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import kopf
+
+from cricalgo_operator.canary.runner import tick
+from cricalgo_operator.kubeapi import ApiError
+from cricalgo_operator.naming import GROUP, PLURAL, VERSION
+
+# After a lost write race (409) the next tick comes sooner than a whole interval.
+CONFLICT_RETRY_SECONDS = 1.0
+ERROR_RETRY_SECONDS = 5.0
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="canary-analysis", cancellation_timeout=10.0)
+async def canary_analysis(
+    name: str,
+    namespace: str | None,
+    memo: Any,
+    stopped: kopf.DaemonStopped,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Tick until the CR is deleted or the operator stops."""
+    assert namespace is not None  # the CRD is namespaced
+    default_url = getattr(memo.get("config"), "prometheus_url", None)
+    while not stopped:
+        try:
+            result = await tick(memo.api, namespace, name, _now(), default_url)
+        except ApiError as error:
+            delay = CONFLICT_RETRY_SECONDS if error.status == 409 else ERROR_RETRY_SECONDS
+            if error.status != 409:
+                logger.warning(f"canary analysis failed: {error}")
+            await stopped.wait(delay)
+            continue
+        except ValueError as error:  # an unparsable spec the CRD let through
+            logger.error(f"canary analysis cannot run: {error}")
+            await stopped.wait(ERROR_RETRY_SECONDS * 6)
+            continue
+        if result is None:
+            return
+        await stopped.wait(result.interval)

@@ -1,0 +1,187 @@
+"""One analysis tick for one CR: read it, query Prometheus, decide, carry the decision out.
+
+The side effects use the operator's primitives (rollout.set_weight / promote / rollback,
+status.write_status) so the canary state is written exactly as the reconciler expects it.
+Every status write is conditional on the CR's resourceVersion: a tick racing the
+reconciler loses with a 409 and the next tick decides again from a fresh read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import Histogram
+
+from cricalgo_operator import metrics, rollout
+from cricalgo_operator.canary.controls import (
+    consumed_patch,
+    control_from_annotations,
+    patch_cad,
+)
+from cricalgo_operator.canary.engine import decide
+from cricalgo_operator.canary.model import (
+    Action,
+    CanaryConfig,
+    CanaryStatus,
+    Decision,
+    Phase,
+    Reading,
+    Readings,
+    Verdict,
+    format_time,
+)
+from cricalgo_operator.canary.prometheus import PrometheusClient
+from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
+from cricalgo_operator.kubeapi import KubeApi
+from cricalgo_operator.model import Cad
+from cricalgo_operator.naming import API_VERSION, KIND, image_version
+from cricalgo_operator.status import Transition, write_status
+
+log = logging.getLogger(__name__)
+
+analysis_duration = Histogram(
+    "cricalgo_operator_analysis_duration_seconds",
+    "Time from the start of an analysis tick to its decision (queries included).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+# Fields the rollout primitives write themselves (with their history and Events).
+_PRIMITIVE_FIELDS = {
+    Action.PROMOTE: {"phase", "stableImage", "stableRevision"},
+    Action.ROLLBACK: {"phase", "canaryWeight", "failedImage"},
+}
+
+
+def config_of(cad: Cad) -> CanaryConfig:
+    return CanaryConfig.from_spec(cad.spec, revision=cad.spec_revision)
+
+
+def needs_readings(config: CanaryConfig, status: CanaryStatus) -> bool:
+    """Only a running canary past its first step is judged: don't query otherwise."""
+    return (
+        status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+        and status.current_step >= 0
+        and status.canary_revision == config.revision
+    )
+
+
+def last_analysis(decision: Decision, now: datetime) -> dict[str, Any]:
+    return {
+        "time": format_time(now),
+        "verdict": str(decision.tick),
+        "metrics": [v.to_dict() for v in decision.verdicts],
+    }
+
+
+def status_patch(before: CanaryStatus, decision: Decision, now: datetime) -> dict[str, Any]:
+    """The merge patch the tick writes itself (primitives write the rest)."""
+    old, new = before.to_patch(), decision.status.to_patch()
+    skip = _PRIMITIVE_FIELDS.get(decision.action, set()) | {"canaryWeight"}
+    patch = {k: v for k, v in new.items() if old.get(k) != v and k not in skip}
+    if decision.tick is not None:
+        patch["lastAnalysis"] = last_analysis(decision, now)
+    return patch
+
+
+@dataclass
+class TickResult:
+    decision: Decision
+    interval: float  # seconds until the next tick
+
+
+async def read_readings(
+    cad: Cad, config: CanaryConfig, status: CanaryStatus, default_url: str | None
+) -> Readings:
+    url = config.prometheus_url or default_url
+    target = AnalysisTarget(
+        cad.namespace,
+        cad.name,
+        canary_version=image_version(status.canary_image or cad.spec["image"]),
+        stable_version=image_version(status.stable_image or cad.spec["image"]),
+    )
+    if not url:
+        reason = "no Prometheus URL (spec.canary.prometheus.url)"
+        plan = planned_queries(config, target)
+        return Readings(Reading(name, track, None, reason) for name, track, _ in plan)
+    async with PrometheusClient(url, timeout=min(10.0, config.analysis_interval)) as client:
+        readings = await collect_readings(client, config, target)
+    if any(r.error.startswith("Prometheus") for r in readings):
+        metrics.analysis_errors.labels(cad.namespace, cad.name).inc()
+    return readings
+
+
+async def tick(
+    api: KubeApi, namespace: str, name: str, now: datetime, default_url: str | None = None
+) -> TickResult | None:
+    """Run one analysis tick for the CR; None if it is gone."""
+    started = time.perf_counter()
+    body = await api.get(API_VERSION, KIND, namespace, name)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    cad = Cad.from_body(body)
+    config = config_of(cad)
+    status = CanaryStatus.from_dict(cad.status)
+    readings = Readings()
+    if needs_readings(config, status):
+        readings = await read_readings(cad, config, status, default_url)
+    decision = decide(config, status, readings, now, control_from_annotations(cad.annotations))
+    analysis_duration.observe(time.perf_counter() - started)
+    for verdict in decision.verdicts:
+        metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
+    await carry_out(api, cad, status, decision, now)
+    if decision.consumed:
+        await patch_cad(api, namespace, name, consumed_patch(decision.consumed))
+    return TickResult(decision, config.analysis_interval)
+
+
+async def carry_out(
+    api: KubeApi, cad: Cad, before: CanaryStatus, decision: Decision, now: datetime
+) -> Cad:
+    """Write the decision's status and perform its action."""
+    action = decision.action
+    patch = status_patch(before, decision, now)
+    transition: Transition | None = None
+    if action in (Action.START, Action.ADVANCE, Action.PAUSE, Action.RESUME):
+        if decision.reason == "NoData":
+            transition = Transition(decision.reason, decision.message, "Warning")
+        else:
+            transition = Transition(decision.reason, decision.message)
+    elif action == Action.HOLD and decision.reason == "CheckFailed":
+        transition = Transition("AnalysisFailed", decision.message, "Warning")
+    if action == Action.PROMOTE and before.phase == Phase.PROMOTING:
+        return cad  # the reconciler finishes the promotion once stable is available
+    if patch or transition:
+        cad = await write_status(api, cad, patch, transition, now)
+    if action in (Action.START, Action.ADVANCE):
+        cad = await rollout.set_weight(api, cad, decision.weight, now=now)
+    elif action == Action.PROMOTE:
+        cad = await rollout.promote(api, cad, reason=decision.message, now=now)
+    elif action == Action.ROLLBACK and before.phase != Phase.ROLLED_BACK:
+        metrics.rollbacks.labels(cad.namespace, cad.name, decision.reason).inc()
+        cad = await rollout.rollback(api, cad, reason=decision.message, now=now)
+        if decision.ended is not None and decision.ended.outcome != "rolledBack":
+            cad = await _relabel_last_history(api, cad, decision.ended.outcome, now)
+    metrics.record_state(cad.namespace, cad.name, cad.status.get("phase"), cad.canary_weight)
+    if decision.tick == Verdict.FAIL or action in (Action.ROLLBACK, Action.PROMOTE):
+        log.info(
+            "canary %s/%s: %s (%s) %s",
+            cad.namespace,
+            cad.name,
+            action,
+            decision.reason,
+            decision.message,
+        )
+    return cad
+
+
+async def _relabel_last_history(api: KubeApi, cad: Cad, outcome: str, now: datetime) -> Cad:
+    """rollout.rollback records every rollback as `rolledBack`; an abort is `aborted`."""
+    history = list(cad.status.get("history") or [])
+    if not history:
+        return cad
+    history[-1] = {**history[-1], "outcome": outcome}
+    return await write_status(api, cad, {"history": history}, None, now)
