@@ -9,11 +9,14 @@ injected value.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,84 +29,26 @@ from cricalgo_operator.canary.prometheus import (
 )
 from cricalgo_operator.canary.promql import builtin_template
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings
-from cricalgo_workload.metrics import _LATENCY_BUCKETS, WebhookMetrics, WorkerMetrics
+from cricalgo_workload.metrics import _LATENCY_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+
+def _load_helper(name: str) -> ModuleType:
+    """Test helpers beside this file (tests directories are not packages here)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+traffic = sys.modules.get("canary_traffic") or _load_helper("canary_traffic")
+Traffic, TrackExporter, spread = traffic.Traffic, traffic.TrackExporter, traffic.spread
+BATCHES_PER_SECOND = traffic.BATCHES_PER_SECOND
 NAMESPACE = "shop"
 NAME = "pay"
-ROUTE = "/api/v1/webhooks/deposit"
-BATCHES_PER_SECOND = 10
-
-
-@dataclass
-class Traffic:
-    """What one track's pods see per batch."""
-
-    requests: int = 100
-    errors: int = 0  # of `requests`, answered 500
-    slow: int = 0  # of `requests`, taking `slow_seconds`; the rest take `fast_seconds`
-    fast_seconds: float = 0.3
-    slow_seconds: float = 4.0
-    tasks: int = 50
-    failed_tasks: int = 0
-    task_seconds: float = 0.3
-    queue_depth: float = 0.0
-
-
-def _spread(count: int, total: int) -> set[int]:
-    """Indices of `count` items spread evenly over `total` (so partial batches stay fair)."""
-    return {round(i * total / count) for i in range(count)} if count else set()
-
-
-@dataclass
-class TrackExporter:
-    """One track's app and worker metrics, driven in batches by a thread."""
-
-    track: str
-    version: str
-    traffic: Traffic
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> str:
-        self.web = WebhookMetrics.create(self.track, self.version)
-        self.worker = WorkerMetrics.create(self.track, self.version)
-        self.servers = []
-        targets = []
-        for registry in (self.web.registry, self.worker.registry):
-            server, thread = start_http_server(0, "127.0.0.1", registry=registry)
-            self.servers.append((server, thread))
-            targets.append(f"127.0.0.1:{server.server_port}")
-        self.driver = threading.Thread(target=self._drive, daemon=True)
-        self.driver.start()
-        return ",".join(targets)
-
-    def _drive(self) -> None:
-        labels = (self.track, self.version)
-        while not self._stop.wait(1 / BATCHES_PER_SECOND):
-            t = self.traffic
-            errors, slow = _spread(t.errors, t.requests), _spread(t.slow, t.requests)
-            for i in range(t.requests):
-                status = "500" if i in errors else "202"
-                self.web.requests.labels(ROUTE, "POST", status, *labels).inc()
-                seconds = t.slow_seconds if i in slow else t.fast_seconds
-                self.web.request_duration.labels(ROUTE, "POST", *labels).observe(seconds)
-            # Probes must not count as traffic.
-            self.web.requests.labels("/healthz", "GET", "500", *labels).inc(5)
-            failed = _spread(t.failed_tasks, t.tasks)
-            for i in range(t.tasks):
-                outcome = "failure" if i in failed else "success"
-                self.worker.tasks.labels("credit_deposit", outcome, *labels).inc()
-                self.worker.task_duration.labels("credit_deposit", *labels).observe(t.task_seconds)
-            self.web.queue_depth.labels("deposits", *labels).set(t.queue_depth)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.driver.join()
-        for server, thread in self.servers:
-            server.shutdown()
-            server.server_close()
-            thread.join()
 
 
 class IstioExporter:
@@ -138,7 +83,7 @@ class IstioExporter:
                 base = ("destination", NAMESPACE, workload)
                 # The source-side report must not be double counted.
                 self.requests.labels("source", NAMESPACE, workload, "200").inc(t.requests)
-                errors, slow = _spread(t.errors, t.requests), _spread(t.slow, t.requests)
+                errors, slow = spread(t.errors, t.requests), spread(t.slow, t.requests)
                 for i in range(t.requests):
                     self.requests.labels(*base, "503" if i in errors else "200").inc()
                     seconds = t.slow_seconds if i in slow else t.fast_seconds
