@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
-        dev-status constraints images chart-sync clean
+        dev-status constraints images chart-sync alerts clean
 
 demo: setup
 	$(BIN)/cricalgo dev demo
@@ -42,6 +42,12 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# The alert rules alone: promtool's checks and unit tests, then their pytest checks.
+alerts: venv system-packages
+	promtool check rules alerts/cricalgo-alerts.yaml
+	cd alerts/tests && promtool test rules *_test.yaml
+	$(BIN)/pytest alerts/tests -q
 
 unit: venv
 	$(BIN)/pytest -m "not cluster and not e2e" $(PYTEST_ARGS)

@@ -94,6 +94,8 @@ def test_namespaced_mode_grants_roles_only_where_it_watches(helm: str) -> None:
 def test_monitoring_objects_carry_every_alert_rule(helm: str) -> None:
     docs = _render(helm, "metrics.serviceMonitor.enabled=true", "prometheusRule.enabled=true")
     assert {"ServiceMonitor", "PrometheusRule"} <= set(_kinds(docs))
+    monitor = next(doc for doc in docs if doc["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     rule = next(doc for doc in docs if doc["kind"] == "PrometheusRule")
     source = yaml.safe_load((REPO / "alerts" / "cricalgo-alerts.yaml").read_text())
     assert rule["spec"]["groups"] == source["groups"]

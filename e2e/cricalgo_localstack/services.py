@@ -1,5 +1,6 @@
-"""Redis, PostgreSQL, Prometheus and nginx from Debian's packages, each as a process
-of its own on a free loopback port, with a readiness check and a clean stop.
+"""Redis, PostgreSQL and nginx from Debian's packages, and Prometheus built from the Go
+module proxy, each as a process of its own on a free loopback port, with a readiness
+check and a clean stop.
 
 Each server object keeps its port across `stop()`/`start()`, so fault tests can take a
 server away and bring it back where clients expect it.
@@ -14,6 +15,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import urllib.request
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .binaries import ensure_prometheus
 from .processes import ManagedProcess, StartupError, free_port
 
 
@@ -96,6 +99,14 @@ def _postgres_bin(name: str) -> str:
     return _find_binary(name, f"/usr/lib/postgresql/*/bin/{name}")
 
 
+def _others_can_enter(path: Path) -> bool:
+    """Whether every existing directory on the way to `path` is searchable by any user."""
+    for directory in [path, *path.parents]:
+        if directory.exists() and not directory.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
 @dataclass
 class PostgresServer:
     """A PostgreSQL cluster initialised in a temporary directory, trust auth on loopback."""
@@ -103,6 +114,7 @@ class PostgresServer:
     work_dir: Path
     port: int = field(default_factory=free_port)
     process: ManagedProcess | None = field(default=None, init=False)
+    _pg_dir: Path | None = field(default=None, init=False)
 
     @property
     def dsn(self) -> str:
@@ -116,14 +128,29 @@ class PostgresServer:
         # PostgreSQL refuses to run as root; Debian's package creates the postgres user.
         return "postgres" if os.geteuid() == 0 else None
 
+    def _run_dir(self) -> Path:
+        """Data directory and socket live where the server's own user can reach them.
+
+        Run by root, the server runs as `postgres`, which cannot enter a directory under
+        /root (where `cricalgo dev up` keeps its state), so they go to a temporary
+        directory it owns; the log stays in `work_dir`.
+        """
+        if self._pg_dir is None:
+            if self._user is None or _others_can_enter(self.work_dir):
+                self._pg_dir = self.work_dir
+            else:
+                self._pg_dir = Path(tempfile.mkdtemp(prefix="cricalgo-pgdata-"))
+            self._pg_dir.mkdir(parents=True, exist_ok=True)
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(self._pg_dir, entry.pw_uid, entry.pw_gid)
+        return self._pg_dir
+
     def _data_dir(self) -> Path:
-        return self.work_dir / "data"
+        return self._run_dir() / "data"
 
     def _initdb(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if self._user:
-            entry = pwd.getpwnam(self._user)
-            os.chown(self.work_dir, entry.pw_uid, entry.pw_gid)
         proc = subprocess.run(
             [
                 _postgres_bin("initdb"),
@@ -165,7 +192,7 @@ class PostgresServer:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                f"unix_socket_directories={self.work_dir}",
+                f"unix_socket_directories={self._run_dir()}",
                 "-c",
                 "max_connections=200",
                 # Test data is disposable: skip fsync for speed, never for durability tests
@@ -184,6 +211,17 @@ class PostgresServer:
         )
         self.process.start()
         self.process.wait_ready(self._accepts, 60)
+
+    def scratch_dirs(self) -> list[Path]:
+        """Directories this server keeps outside `work_dir`."""
+        return [self._pg_dir] if self._pg_dir not in (None, self.work_dir) else []
+
+    def remove_data(self) -> None:
+        """Stop the server and delete its data directory (end of a session)."""
+        self.stop()
+        if self._pg_dir is not None and self._pg_dir != self.work_dir:
+            shutil.rmtree(self._pg_dir, ignore_errors=True)
+        self._pg_dir = None
 
     def create_database(self, name: str) -> str:
         """Create an empty database (dropping one of that name) and return its DSN."""
@@ -207,12 +245,17 @@ class PostgresServer:
 @dataclass
 class PrometheusServer:
     """Prometheus with a generated config: file-based targets, 1 s scrapes, and (when a
-    cluster is given) Kubernetes pod discovery against the local API server."""
+    cluster is given) Kubernetes pod discovery against the local API server.
+
+    The binary is Prometheus 3 built from the Go module proxy (see binaries.py): Debian's
+    package is built without `kubernetes_sd_configs`."""
 
     work_dir: Path
     port: int = field(default_factory=free_port)
     scrape_interval: str = "1s"
     kubernetes: dict[str, str] | None = None
+    # Built from the Go module proxy by default: Debian's build lacks Kubernetes discovery.
+    binary: str | None = None
     process: ManagedProcess | None = field(default=None, init=False)
 
     @property
@@ -262,7 +305,7 @@ class PrometheusServer:
         self.process = ManagedProcess(
             "prometheus",
             [
-                _find_binary("prometheus"),
+                self.binary or str(ensure_prometheus()),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.work_dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -295,6 +338,10 @@ def render_pod_discovery(
     """
     return {
         "job_name": "kubernetes-pods",
+        # Workload series carry their own `track`/`version` (equal to the pod labels) and the
+        # operator's carry the CR's `namespace`: the scraped labels win, as on a cluster
+        # where the ServiceMonitor sets honorLabels.
+        "honor_labels": True,
         "kubernetes_sd_configs": [
             {
                 "role": "pod",

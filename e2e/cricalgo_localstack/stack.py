@@ -1,4 +1,5 @@
-"""The whole local stack: control plane, Redis, PostgreSQL, Prometheus and nginx.
+"""The whole local stack: control plane, Redis, PostgreSQL, Prometheus, nginx, and the
+local node and mesh (one supervised process running pods and routing nginx).
 
 `cricalgo dev up` starts it detached and records it in a state file; `dev status` and
 `dev down` read that file, so they work from any later shell.
@@ -11,15 +12,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .agent import READY_FILE
 from .binaries import Toolchain, ensure_toolchain
+from .containers import kill_recorded
 from .control_plane import ControlPlane
 from .istio_crds import istio_crds_path
-from .processes import pid_alive, terminate_group
+from .processes import ManagedProcess, pid_alive, terminate_group
 from .services import (
     NginxServer,
     PostgresServer,
@@ -29,6 +33,8 @@ from .services import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_FILE = "stack.json"
+# The local node's state: its log, and each pod's container logs under pods/NS/POD/.
+NODE_DIR = "node"
 
 
 def default_state_dir() -> Path:
@@ -70,6 +76,7 @@ class LocalStack:
     postgres: PostgresServer | None = field(default=None, init=False)
     prometheus: PrometheusServer | None = field(default=None, init=False)
     nginx: NginxServer | None = field(default=None, init=False)
+    agent: ManagedProcess | None = field(default=None, init=False)
 
     def start(self) -> None:
         started = time.monotonic()
@@ -101,10 +108,34 @@ class LocalStack:
             self.nginx = NginxServer(self.state_dir / "nginx")
             self.nginx.start()
             _say("Redis, PostgreSQL, Prometheus and nginx ready", started)
+            self._start_agent()
+            _say("local node and mesh running", started)
         except BaseException:
             self.stop()
             raise
         self.write_state()
+
+    def _start_agent(self) -> None:
+        """The local node and mesh, in a process of their own: `dev up` returns, they stay."""
+        assert self.control_plane is not None and self.nginx is not None
+        node_dir = self.state_dir / NODE_DIR
+        self.agent = ManagedProcess(
+            "local-node",
+            [
+                sys.executable,
+                "-m",
+                "cricalgo_localstack.agent",
+                f"--kubeconfig={self.control_plane.kubeconfig}",
+                f"--state-dir={node_dir}",
+                f"--nginx-prefix={self.nginx.work_dir}",
+                f"--mesh-listen=127.0.0.1:{self.nginx.port}",
+            ],
+            node_dir / "agent.log",
+            # It stops each pod (SIGTERM, up to 5 s, SIGKILL) before it exits.
+            stop_grace=20.0,
+        )
+        self.agent.start()
+        self.agent.wait_ready(lambda: (node_dir / READY_FILE).exists(), 60)
 
     def describe(self) -> dict[str, Any]:
         if not (self.control_plane and self.redis and self.postgres):
@@ -122,6 +153,9 @@ class LocalStack:
             if server.process and server.process.pid:
                 pids[name] = server.process.pid
                 signals[name] = int(server.process.stop_signal)
+        if self.agent is not None and self.agent.pid:
+            pids["local-node"] = self.agent.pid
+            signals["local-node"] = int(signal.SIGTERM)
         return {
             "state_dir": str(self.state_dir),
             "kubernetes": {
@@ -135,15 +169,22 @@ class LocalStack:
             "nginx": self.nginx.url,
             "pids": pids,
             "stop_signals": signals,
+            # Directories outside state_dir that `dev down` removes too.
+            "scratch_dirs": [str(d) for d in self.postgres.scratch_dirs()],
         }
 
     def write_state(self) -> None:
         (self.state_dir / STATE_FILE).write_text(json.dumps(self.describe(), indent=2))
 
     def stop(self) -> None:
-        for server in (self.nginx, self.prometheus, self.postgres, self.redis):
+        if self.agent is not None:
+            self.agent.stop()
+            self.agent = None
+        for server in (self.nginx, self.prometheus, self.redis):
             if server is not None:
                 server.stop()
+        if self.postgres is not None:
+            self.postgres.remove_data()
         if self.control_plane is not None:
             self.control_plane.stop()
 
@@ -173,6 +214,7 @@ def stop_recorded(state_dir: Path) -> list[str]:
         return []
     # Reverse start order: services first, the API server's clients, then etcd last.
     order = [
+        "local-node",
         "nginx",
         "prometheus",
         "postgres",
@@ -189,6 +231,11 @@ def stop_recorded(state_dir: Path) -> list[str]:
             sig = int(state.get("stop_signals", {}).get(name, signal.SIGTERM))
             terminate_group(pid, grace=10.0, sig=sig)
             stopped.append(name)
+    # Pods whose node died without stopping them (it records each container's pid).
+    for pid_file in (state_dir / NODE_DIR / "pods").glob("*/*/*.pid"):
+        kill_recorded(pid_file)
+    for scratch in state.get("scratch_dirs", []):
+        shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(state_dir, ignore_errors=True)
     return stopped
 
