@@ -1,4 +1,4 @@
-"""`cricalgo dev up|down|status|demo`: the local stack from the command line."""
+"""`cricalgo dev up|down|status|logs|demo`: the local stack from the command line."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from .agent import READY_FILE
 from .binaries import BuildError
 from .control_plane import KubectlError
+from .pods import pod_logs_dir
 from .processes import StartupError
 from .stack import (
+    NODE_DIR,
     LocalStack,
     api_ready,
     default_state_dir,
@@ -18,6 +21,14 @@ from .stack import (
     read_state,
     stop_recorded,
 )
+
+
+def _node_summary(state_dir: Path) -> str:
+    ready = state_dir / NODE_DIR / READY_FILE
+    if not ready.exists():
+        return "not running"
+    name, cidr = ready.read_text().split()[:2]
+    return f"{name}, pod IPs in {cidr}; pod output: cricalgo dev logs POD -n NAMESPACE"
 
 
 def _print_endpoints(state: dict[str, object]) -> None:
@@ -31,7 +42,8 @@ def _print_endpoints(state: dict[str, object]) -> None:
         f"  Redis           {state['redis']}\n"
         f"  PostgreSQL      {state['postgres']}\n"
         f"  Prometheus      {state['prometheus']}\n"
-        f"  nginx           {state['nginx']}\n"
+        f"  mesh (nginx)    {state['nginx']}  (send the route's Host header)\n"
+        f"  local node      {_node_summary(Path(str(state['state_dir'])))}\n"
         f"  state and logs  {state['state_dir']}\n"
         "Stop it with: cricalgo dev down"
     )
@@ -78,6 +90,29 @@ def cmd_status(state_dir: Path, as_json: bool) -> int:
     return 0 if ready and len(alive) == len(state["pids"]) else 1
 
 
+def cmd_logs(state_dir: Path, pod: str, namespace: str, container: str | None) -> int:
+    """Print the output of a pod's container processes (every restart, in order)."""
+    logs_dir = pod_logs_dir(state_dir / NODE_DIR / "pods", namespace, pod)
+    files = sorted(logs_dir.glob(f"{container or '*'}.log"))
+    if not files:
+        known = sorted(
+            f"{p.parent.name}/{p.name}" for p in (state_dir / NODE_DIR / "pods").glob("*/*")
+        )
+        print(
+            f"no logs for pod {namespace}/{pod}"
+            + (f" container {container}" if container else "")
+            + (f"; pods with logs: {', '.join(known)}" if known else ""),
+            file=sys.stderr,
+        )
+        return 1
+    for path in files:
+        if len(files) > 1:
+            print(f"==> container {path.stem} <==", flush=True)
+        sys.stdout.write(path.read_text(errors="replace"))
+    sys.stdout.flush()
+    return 0
+
+
 def cmd_demo(state_dir: Path) -> int:
     """For now: the stack with its CRDs installed, and how to reach it."""
     code = cmd_up(state_dir)
@@ -108,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     actions.add_parser("down", help="stop every process of the stack")
     status = actions.add_parser("status", help="show what runs and whether the API is ready")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    logs = actions.add_parser("logs", help="print the output of a pod run by the local node")
+    logs.add_argument("pod")
+    logs.add_argument("-n", "--namespace", default="default")
+    logs.add_argument("-c", "--container", default=None)
     actions.add_parser("demo", help="start the stack and run the demo")
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir or default_state_dir()
@@ -118,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_down(state_dir)
         if args.action == "status":
             return cmd_status(state_dir, args.json)
+        if args.action == "logs":
+            return cmd_logs(state_dir, args.pod, args.namespace, args.container)
         return cmd_demo(state_dir)
     except (BuildError, StartupError, KubectlError) as err:
         print(f"error: {err}", file=sys.stderr)

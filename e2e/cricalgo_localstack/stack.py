@@ -117,7 +117,8 @@ class LocalStack:
 
     def _start_agent(self) -> None:
         """The local node and mesh, in a process of their own: `dev up` returns, they stay."""
-        assert self.control_plane is not None and self.nginx is not None
+        assert self.control_plane is not None
+        assert self.nginx is not None
         node_dir = self.state_dir / NODE_DIR
         self.agent = ManagedProcess(
             "local-node",

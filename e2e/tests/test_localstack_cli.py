@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def test_dev_up_serves_kubectl_and_dev_down_leaves_no_process(tmp_path: Path) ->
         assert state["api_ready"] is True
         pids = {name: int(pid) for name, pid in state["pids"].items()}
         assert {"etcd", "kube-apiserver", "redis", "postgres", "prometheus", "nginx"} <= set(pids)
+        assert "local-node" in pids
 
         kube = state["kubernetes"]
         namespaces = subprocess.run(
@@ -75,6 +77,44 @@ def test_dev_up_serves_kubectl_and_dev_down_leaves_no_process(tmp_path: Path) ->
             "customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.istio.io"
             in crds.stdout
         )
+
+        # The local node runs a pod as a process; `dev logs` prints its output.
+        kubectl = [kube["kubectl"], "--kubeconfig", kube["kubeconfig"]]
+        pod = (
+            '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello"}, "spec": '
+            '{"terminationGracePeriodSeconds": 1, "containers": [{"name": "probe", '
+            '"image": "cricalgo/probe:v1", "readinessProbe": {"tcpSocket": {"port": 8080}, '
+            '"periodSeconds": 1}}]}}'
+        )
+        for _ in range(80):
+            created = subprocess.run(
+                [*kubectl, "apply", "-f", "-"], input=pod, capture_output=True, text=True
+            )
+            if created.returncode == 0:
+                break
+            time.sleep(0.25)
+        assert created.returncode == 0, created.stderr
+        subprocess.run(
+            [*kubectl, "wait", "--for=condition=Ready", "pod/hello", "--timeout=60s"], check=True
+        )
+        container_id = subprocess.run(
+            [
+                *kubectl,
+                "get",
+                "pod",
+                "hello",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].containerID}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        pids["pod hello"] = int(container_id.rsplit("/", 1)[1])
+        logs = _cricalgo(state_dir, "logs", "hello", "-n", "default")
+        assert logs.returncode == 0, logs.stderr
+        assert "listening on 127." in logs.stdout
+        assert _cricalgo(state_dir, "logs", "nobody").returncode == 1
 
         again = _cricalgo(state_dir, "up")
         assert again.returncode == 0
