@@ -18,7 +18,7 @@ from .connection import load_connection
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
-from .reconcile import reconcile, refresh_readiness, repair_child
+from .reconcile import reconcile_fresh, refresh_readiness, repair_child
 
 # Children watched for drift: (groupversion, plural).
 CHILD_RESOURCES = (
@@ -91,7 +91,7 @@ async def reconcile_cad(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Create, change, operator restart: render and apply everything, update the status."""
     started = time.perf_counter()
     try:
-        await reconcile(memo.api, Cad.from_body(body), _now())
+        await reconcile_fresh(memo.api, Cad.from_body(body), _now())
     except ApiError as error:
         metrics.reconcile_errors.labels(KIND).inc()
         if error.status == 422:

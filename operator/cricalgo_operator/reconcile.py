@@ -38,6 +38,25 @@ async def reconcile(api: KubeApi, cad: Cad, now: datetime.datetime) -> Cad:
     return await refresh_status(api, cad, deployments, now)
 
 
+async def reconcile_fresh(api: KubeApi, cad: Cad, now: datetime.datetime, attempts: int = 3) -> Cad:
+    """`reconcile`, re-reading the CR when a concurrent status write wins (409).
+
+    The canary timer and the readiness watcher write the same status; every write is
+    conditional on the version read, so losing a race costs a re-read, never a clobber.
+    """
+    for attempt in range(attempts):
+        try:
+            return await reconcile(api, cad, now)
+        except ApiError as error:
+            if error.status != 409 or attempt == attempts - 1:
+                raise
+            body = await api.get(API_VERSION, KIND, cad.namespace, cad.name)
+            if body is None:
+                return cad
+            cad = Cad.from_body(body)
+    return cad
+
+
 def conditions_for(
     cad: Cad, deployments: Iterable[DeploymentReadiness], now: datetime.datetime
 ) -> list[dict[str, Any]]:

@@ -8,9 +8,10 @@
 
 `api` is the operator's `KubeApi` (`memo.api` in a Kopf handler); `cad` a
 `model.Cad` (`Cad.from_body(body)`); `now` an aware datetime. Each function writes the
-status first (so a restart resumes from it), then applies the affected children, and
-emits one Event. The pure halves are `render.render_weight(cad, weight)` and
-`revisions.promotion_patch` / `rollback_patch`.
+status first (so a restart resumes from it), then applies the whole render (which also
+creates and prunes HPAs/PDBs whose existence follows the weight), and emits one Event.
+The pure halves are `render.render_weight(cad, weight)` (the objects that carry the
+weight) and `revisions.promotion_patch` / `rollback_patch`.
 
 Weight semantics per `traffic.provider`: istio -> VirtualService route weights; nginx ->
 the canary Ingress `canary-weight`; none -> the app's replica ratio. Workers always
@@ -22,32 +23,58 @@ from __future__ import annotations
 import datetime
 
 from . import metrics
-from .children import apply_children, apply_manifests
-from .kubeapi import KubeApi
+from .children import apply_children
+from .kubeapi import ApiError, KubeApi
 from .model import Cad
-from .render import render_weight
+from .naming import API_VERSION, KIND
 from .revisions import promotion_patch, rollback_patch
 from .status import Transition, write_status
+
+WRITE_ATTEMPTS = 3
 
 
 async def set_weight(
     api: KubeApi, cad: Cad, weight: int, *, now: datetime.datetime | None = None
 ) -> Cad:
-    """Move the canary to `weight` % for app and worker together."""
-    if not cad.canary_active:
-        raise ValueError(f"{cad.namespace}/{cad.name} has no canary to weigh")
-    manifests = render_weight(cad, weight)  # validates 0..100 before anything is written
-    before = cad.canary_weight
-    cad = await write_status(
-        api,
-        cad,
-        {"canaryWeight": weight},
-        Transition("WeightChanged", f"canary weight {before}% -> {weight}%"),
-        now,
-    )
-    await apply_manifests(api, manifests)
+    """Move the canary to `weight` % for app and worker together.
+
+    A status write lost to a concurrent writer (409) is retried on a fresh read, as
+    long as the canary is still the same revision; otherwise ApiError 409 is raised.
+    """
+    if not 0 <= weight <= 100:
+        raise ValueError(f"canary weight must be within 0..100, got {weight}")
+    revision = cad.status.get("canaryRevision")
+    for attempt in range(WRITE_ATTEMPTS):
+        if not cad.canary_active:
+            raise ValueError(f"{cad.namespace}/{cad.name} has no canary to weigh")
+        before = cad.canary_weight
+        try:
+            cad = await write_status(
+                api,
+                cad,
+                {"canaryWeight": weight},
+                Transition("WeightChanged", f"canary weight {before}% -> {weight}%"),
+                now,
+            )
+            break
+        except ApiError as error:
+            if error.status != 409 or attempt == WRITE_ATTEMPTS - 1:
+                raise
+            cad = await _fresh(api, cad)
+            if cad.status.get("canaryRevision") != revision:
+                raise
+    # A weight can also make objects appear or go (a canary leaving weight 0 gets its HPA
+    # and PDB under replica-ratio splits), so apply the whole render, which also prunes.
+    cad, _ = await apply_children(api, cad)
     metrics.canary_weight.labels(cad.namespace, cad.name).set(weight)
     return cad
+
+
+async def _fresh(api: KubeApi, cad: Cad) -> Cad:
+    body = await api.get(API_VERSION, KIND, cad.namespace, cad.name)
+    if body is None:
+        raise ApiError(404, f"{cad.namespace}/{cad.name} is gone")
+    return Cad.from_body(body)
 
 
 async def promote(

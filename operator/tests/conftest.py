@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import sysconfig
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,16 @@ def cad_crd(kube_cluster: Any) -> Path:
         "-f",
         str(CRD_PATH),
     )
-    kube_cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/cricalgodeployments.cricalgo.io",
-        "--timeout=60s",
-    )
+    # `kubectl wait` fails outright while the CRD has no conditions yet, so poll.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        crd = json.loads(
+            kube_cluster.kubectl("get", "crd/cricalgodeployments.cricalgo.io", "-o", "json").stdout
+        )
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the CricAlgoDeployment CRD was not established within 60 s")
     return CRD_PATH
