@@ -169,6 +169,8 @@ class LocalNode:
             bin_dir=Path(sys.executable).parent,
             lookup=self._lookup,
             emit_event=self._emit_event,
+            api_server=str(self._client.configuration.host),
+            ca_file=str(self._client.configuration.ssl_ca_cert or ""),
         )
         self._register()
         self._spawn("heartbeat", self._heartbeat_loop)

@@ -3,6 +3,7 @@ status to the API server, and on deletion stops them and removes the pod object.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 from .containers import ContainerProcess, image_entrypoint, resolve_executable
 from .kube_api import MERGE_PATCH, now_rfc3339
+from .kubeconfig import render_kubeconfig, write_kubeconfig
 from .pod_env import EnvError, ObjectLookup, container_argv, container_env
 
 log = logging.getLogger("cricalgo.localstack.node")
@@ -32,6 +34,9 @@ class NodeContext:
     bin_dir: Path
     lookup: ObjectLookup
     emit_event: Callable[[Mapping[str, Any], str, str, str], None]
+    # What a pod's ServiceAccount kubeconfig points at.
+    api_server: str = ""
+    ca_file: str = ""
 
 
 def pod_key(pod: Mapping[str, Any]) -> str:
@@ -70,6 +75,7 @@ class PodWorker:
         self.init_containers: list[ContainerProcess] = []
         self.containers: list[ContainerProcess] = []
         self._waiting: tuple[str, str] | None = ("ContainerCreating", "")
+        self._kubeconfig: Path | None = None
         self._started_at = now_rfc3339()
         self.thread = threading.Thread(target=self._run, name=f"pod {self.key}", daemon=True)
 
@@ -149,6 +155,7 @@ class PodWorker:
             self._warn_once("UnknownImage", message)
             return False
         try:
+            self._kubeconfig = self._service_account_kubeconfig()
             self.init_containers = [self._container(c, init=True) for c in init_specs]
             self.containers = [self._container(c, init=False) for c in main_specs]
         except EnvError as err:
@@ -170,6 +177,7 @@ class PodWorker:
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONUNBUFFERED": "1",
             "HOSTNAME": meta["name"],
+            **({"KUBECONFIG": str(self._kubeconfig)} if self._kubeconfig else {}),
         }
         # The node decides where a pod listens: its own loopback address, whatever the pod
         # says (a manifest written for a real cluster would bind 0.0.0.0).
@@ -185,6 +193,56 @@ class PodWorker:
             init=init,
             grace=float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)),
         )
+
+    def _service_account_kubeconfig(self) -> Path | None:
+        """The pod's ServiceAccount credentials, as a kubeconfig its processes find through
+        `KUBECONFIG` (a kubelet mounts a token at /var/run/secrets/...; processes sharing this
+        machine cannot each have their own file there).
+
+        The token is a bound token (TokenRequest) for the pod, valid for 24 hours.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        spec, meta = self.pod["spec"], self.pod["metadata"]
+        if spec.get("automountServiceAccountToken") is False or not self.node.api_server:
+            return None
+        account = spec.get("serviceAccountName") or "default"
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": 86400,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": self.uid,
+                },
+            },
+        }
+        try:
+            response = self.node.core.create_namespaced_service_account_token(
+                account, meta["namespace"], request, _preload_content=False
+            )
+        except ApiException as err:
+            raise EnvError(
+                f"no token for ServiceAccount {meta['namespace']}/{account}: {err.status}"
+            ) from None
+        token = json.loads(response.data)["status"]["token"]
+        directory = (
+            pod_logs_dir(self.node.logs_dir, meta["namespace"], meta["name"]) / "serviceaccount"
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(token)
+        (directory / "namespace").write_text(meta["namespace"])
+        config = render_kubeconfig(
+            self.node.api_server,
+            Path(self.node.ca_file),
+            token=token,
+            user=f"system:serviceaccount:{meta['namespace']}:{account}",
+        )
+        config["contexts"][0]["context"]["namespace"] = meta["namespace"]
+        return write_kubeconfig(directory / "kubeconfig", config)
 
     def _shutdown(self) -> None:
         log.debug("pod %s: shutting down (delete=%s)", self.key, self._delete_after_stop)

@@ -266,3 +266,24 @@ def test_deletion_sends_sigterm_waits_the_grace_period_then_kills(
     log = (local_node.logs_dir / namespace / "stubborn" / "probe.log").read_text()
     # It got SIGTERM first and ignored it; only SIGKILL after the grace period ended it.
     assert "signal 15, ignored" in log
+
+
+def test_pod_reaches_the_api_server_as_its_service_account(
+    kube_cluster: KubeCluster, local_node: LocalNode, namespace: str
+) -> None:
+    apply(kube_cluster, namespace, probe_pod("with-sa"))
+    opted_out = probe_pod("without-sa")
+    opted_out["spec"]["automountServiceAccountToken"] = False
+    apply(kube_cluster, namespace, opted_out)
+    with_sa = wait_ready(kube_cluster, namespace, "with-sa")["status"]["podIP"]
+    without_sa = wait_ready(kube_cluster, namespace, "without-sa")["status"]["podIP"]
+
+    env = json.loads(http(f"http://{with_sa}:8080/env")[1])["env"]
+    whoami = kube_cluster.kubectl(
+        "--kubeconfig", env["KUBECONFIG"], "auth", "whoami", "-o", "jsonpath={.status.userInfo}"
+    )
+    identity = json.loads(whoami.stdout)
+    assert identity["username"] == f"system:serviceaccount:{namespace}:default"
+    # A bound token: the API server knows which pod holds it.
+    assert identity["extra"]["authentication.kubernetes.io/pod-name"] == ["with-sa"]
+    assert "KUBECONFIG" not in json.loads(http(f"http://{without_sa}:8080/env")[1])["env"]
