@@ -42,7 +42,9 @@ async def canary_analysis(
             result = await tick(memo.api, namespace, name, _now(), default_url)
         except ApiError as error:
             delay = CONFLICT_RETRY_SECONDS if error.status == 409 else ERROR_RETRY_SECONDS
-            if error.status != 409:
+            if error.status == 409:
+                logger.debug(f"canary analysis lost a write race; deciding again: {error}")
+            else:
                 logger.warning(f"canary analysis failed: {error}")
             await stopped.wait(delay)
             continue

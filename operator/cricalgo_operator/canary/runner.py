@@ -36,9 +36,11 @@ from cricalgo_operator.canary.model import (
 )
 from cricalgo_operator.canary.prometheus import PrometheusClient
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
+from cricalgo_operator.children import apply_children
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.naming import API_VERSION, KIND, image_version
+from cricalgo_operator.revisions import rollback_patch
 from cricalgo_operator.status import Transition, write_status
 
 log = logging.getLogger(__name__)
@@ -132,9 +134,12 @@ async def tick(
     analysis_duration.observe(time.perf_counter() - started)
     for verdict in decision.verdicts:
         metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
-    await carry_out(api, cad, status, decision, now)
     if decision.consumed:
-        await patch_cad(api, namespace, name, consumed_patch(decision.consumed))
+        # At most once: a request is deleted before it is carried out, so a crash in
+        # between loses it (the user repeats it) instead of applying it twice.
+        body = await patch_cad(api, namespace, name, consumed_patch(decision.consumed))
+        cad = Cad.from_body(body)
+    await carry_out(api, cad, status, decision, now)
     return TickResult(decision, config.analysis_interval)
 
 
@@ -156,15 +161,17 @@ async def carry_out(
         return cad  # the reconciler finishes the promotion once stable is available
     if patch or transition:
         cad = await write_status(api, cad, patch, transition, now)
-    if action in (Action.START, Action.ADVANCE):
+    if action in (Action.START, Action.ADVANCE) or _weight_lags(cad, decision):
+        # Also repairs a weight a previous tick decided but could not apply (a lost race).
         cad = await rollout.set_weight(api, cad, decision.weight, now=now)
     elif action == Action.PROMOTE:
         cad = await rollout.promote(api, cad, reason=decision.message, now=now)
     elif action == Action.ROLLBACK and before.phase != Phase.ROLLED_BACK:
         metrics.rollbacks.labels(cad.namespace, cad.name, decision.reason).inc()
-        cad = await rollout.rollback(api, cad, reason=decision.message, now=now)
         if decision.ended is not None and decision.ended.outcome != "rolledBack":
-            cad = await _relabel_last_history(api, cad, decision.ended.outcome, now)
+            cad = await _abort(api, cad, decision, now)
+        else:
+            cad = await rollout.rollback(api, cad, reason=decision.message, now=now)
     metrics.record_state(cad.namespace, cad.name, cad.status.get("phase"), cad.canary_weight)
     if decision.tick == Verdict.FAIL or action in (Action.ROLLBACK, Action.PROMOTE):
         log.info(
@@ -178,10 +185,24 @@ async def carry_out(
     return cad
 
 
-async def _relabel_last_history(api: KubeApi, cad: Cad, outcome: str, now: datetime) -> Cad:
-    """rollout.rollback records every rollback as `rolledBack`; an abort is `aborted`."""
-    history = list(cad.status.get("history") or [])
-    if not history:
-        return cad
-    history[-1] = {**history[-1], "outcome": outcome}
-    return await write_status(api, cad, {"history": history}, None, now)
+def _weight_lags(cad: Cad, decision: Decision) -> bool:
+    return (
+        decision.action in (Action.HOLD, Action.PAUSE, Action.RESUME)
+        and decision.status.phase in (Phase.PROGRESSING, Phase.PAUSED)
+        and decision.status.current_step >= 0
+        and cad.canary_active
+        and cad.canary_weight != decision.weight
+    )
+
+
+async def _abort(api: KubeApi, cad: Cad, decision: Decision, now: datetime) -> Cad:
+    """rollout.rollback, but recorded in the history as `aborted` (a user's decision)."""
+    assert decision.ended is not None
+    patch = rollback_patch(cad, decision.message, now)
+    history = list(patch["history"])
+    history[-1] = {**history[-1], "outcome": decision.ended.outcome}
+    patch["history"] = history
+    transition = Transition(decision.reason, decision.message, "Warning")
+    cad = await write_status(api, cad, patch, transition, now)
+    cad, _ = await apply_children(api, cad)
+    return cad

@@ -1,0 +1,377 @@
+"""Canaries end to end: the operator process, the real API server, a real Prometheus.
+
+The operator runs as `python -m cricalgo_operator` (plus the canary daemon) under the
+shipped namespace RBAC. Pods never run in this cluster, so the pods' metrics come from
+exporters that play each track (canary_traffic.py) with the error rate the test sets,
+labelled as Prometheus' pod discovery labels the real pods. Intervals are seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import yaml
+from cricalgo_operator import plugin
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("cad_crd")]
+
+RBAC = Path(__file__).resolve().parents[1] / "cricalgo_operator" / "rbac"
+T = TypeVar("T")
+IMAGE = "registry.local/cricalgo:{}"
+V1, V2, V3 = "1.0.0", "2.0.0", "3.0.0"
+# Runs the operator with the canary daemon registered (main imports the handlers).
+OPERATOR = (
+    "import sys, cricalgo_operator.canary.daemon\n"
+    "from cricalgo_operator.main import main\n"
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _load_helper(name: str) -> ModuleType:
+    """Test helpers beside this file (tests directories are not packages here)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+traffic = sys.modules.get("canary_traffic") or _load_helper("canary_traffic")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    namespace: str
+    log_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    runs: int = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        liveness = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        log = self.log_dir / f"operator-{self.runs}.log"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", OPERATOR, "--kubeconfig", str(self.kubeconfig),
+                 "--namespace", self.namespace, "--metrics-port", "0",
+                 "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--log-format", "text"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+
+        def alive() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"operator exited:\n{log.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{liveness}/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("the operator's liveness endpoint", alive, timeout=30)
+
+    def kill(self) -> None:
+        """A crash, not a shutdown: SIGKILL."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Canary:
+    """One CR `pay` in the test namespace, its exporters, and what the test saw."""
+
+    kube: Any
+    namespace: str
+    prometheus: Any
+    operator: OperatorProcess
+    exporters: dict[str, Any] = field(default_factory=dict)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def kubectl(self, *args: str, input: str | None = None) -> Any:
+        return self.kube.kubectl(*args, "-n", self.namespace, input=input)
+
+    def play(self, track: str, version: str, **traffic_args: Any) -> Any:
+        """An exporter playing `track` pods running `version`."""
+        exporter = traffic.TrackExporter(track, version, traffic.Traffic(**traffic_args))
+        job = f"canary-{self.namespace}-{track}-{version}"
+        exporter.scrape_as(self.prometheus, job, self.namespace, "pay")
+        self.exporters[job] = exporter
+        return exporter
+
+    def apply(self, version: str, **canary: Any) -> None:
+        body = {
+            "apiVersion": "cricalgo.io/v1alpha1",
+            "kind": "CricAlgoDeployment",
+            "metadata": {"name": "pay"},
+            "spec": {
+                "image": IMAGE.format(version),
+                "database": {"secretRef": {"name": "pay-db"}},
+                "redis": {"secretRef": {"name": "pay-redis"}},
+                "canary": {
+                    "steps": [10, 25, 50, 100],
+                    "stepDuration": "3s",
+                    "analysisInterval": "1s",
+                    "prometheus": {"url": self.prometheus.url},
+                    **canary,
+                },
+            },
+        }
+        self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(body))
+
+    def set_image(self, version: str) -> None:
+        patch = json.dumps({"spec": {"image": IMAGE.format(version)}})
+        self.kubectl("patch", "cad", "pay", "--type=merge", "-p", patch)
+
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", "cad", "pay", "-o", "json").stdout)
+
+    def status(self) -> dict[str, Any]:
+        status = self.body().get("status") or {}
+        self.seen.append(status)
+        return status
+
+    def wait(self, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60) -> Any:
+        return wait_for(what, lambda: (lambda s: s if check(s) else None)(self.status()), timeout)
+
+    def weights(self) -> list[int]:
+        """Canary weights in the order seen, repeats collapsed."""
+        out: list[int] = []
+        for status in self.seen:
+            weight = int(status.get("canaryWeight") or 0)
+            if not out or out[-1] != weight:
+                out.append(weight)
+        return out
+
+    def events(self) -> list[str]:
+        items = json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"]
+        return [e["reason"] for e in items if e["involvedObject"].get("name") == "pay"]
+
+    def plugin(self, *args: str, capsys: Any) -> str:
+        code = plugin.main([*args, "-n", self.namespace, "--kubeconfig", str(self.kube.kubeconfig)])
+        assert code == 0
+        return str(capsys.readouterr().out)
+
+    def stable_first(self, **canary: Any) -> None:
+        """CR at V1, stable and Ready, before any canary."""
+        self.apply(V1, **canary)
+        self.wait("the first version to be stable", lambda s: s.get("phase") == "Ready")
+
+
+@pytest.fixture
+def canary(
+    kube_cluster: Any, namespace: str, prometheus_server: Any, tmp_path: Path
+) -> Iterator[Canary]:
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", str(RBAC / "role.yaml"))
+    kube_cluster.kubectl(
+        "create", "rolebinding", "cricalgo-operator", "-n", namespace,
+        "--role=cricalgo-operator", f"--serviceaccount={namespace}:cricalgo-operator",
+    )  # fmt: skip
+    kube_cluster.kubectl("create", "serviceaccount", "cricalgo-operator", "-n", namespace)
+    token = kube_cluster.kubectl(
+        "create", "token", "cricalgo-operator", "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    kubeconfig = Path(kube_cluster.kubeconfig_for_token(token))
+    operator = OperatorProcess(kubeconfig, namespace, tmp_path)
+    operator.start()
+    env = Canary(kube_cluster, namespace, prometheus_server, operator)
+    try:
+        yield env
+    finally:
+        operator.stop()
+        for job, exporter in env.exporters.items():
+            prometheus_server.set_targets(job, [])
+            exporter.stop()
+        for i in range(1, operator.runs + 1):
+            print(f"--- operator run {i} log tail ---")
+            print((tmp_path / f"operator-{i}.log").read_text()[-4000:])
+
+
+def healthy(env: Canary, *versions: str) -> None:
+    env.play("stable", V1)
+    for version in versions:
+        env.play("canary", version)
+
+
+def test_healthy_canary_walks_every_step_and_promotes(canary: Canary) -> None:
+    healthy(canary, V2)
+    canary.stable_first()
+    canary.set_image(V2)
+    status = canary.wait("promotion", lambda s: s.get("phase") == "Promoting")
+    assert [w for w in canary.weights() if w] == [10, 25, 50, 100]
+    assert status["stableImage"] == IMAGE.format(V2)
+    checks = {m["name"]: m for m in status["lastAnalysis"]["metrics"]}
+    assert checks["errorRate"]["verdict"] == "pass"
+    assert checks["errorRate"]["value"] == 0
+    assert checks["errorRate"]["threshold"] == 0.005
+    assert {"latencyP95", "latencyP99", "queueDepth", "taskFailureRate"} <= set(checks)
+    # The promotion itself: the stable Deployments now run the canary's image.
+    app = json.loads(canary.kubectl("get", "deployment", "pay-app", "-o", "json").stdout)
+    assert app["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE.format(V2)
+    reasons = canary.events()
+    assert {"CanaryStarted", "StepPassed", "Promoting"} <= set(reasons)
+
+
+def test_moderate_errors_roll_back_after_max_failed_checks(canary: Canary) -> None:
+    canary.play("stable", V1)
+    canary.play("canary", V2, errors=5)  # 5 %: failing, under failFastFactor x threshold
+    canary.stable_first(failFastFactor=20, stepDuration="30s")
+    canary.set_image(V2)
+    status = canary.wait("rollback", lambda s: s.get("phase") == "RolledBack")
+    assert status["canaryWeight"] == 0
+    assert status["failedImage"] == IMAGE.format(V2)
+    assert status["failedChecks"] == 3
+    assert max(canary.weights()) == 10
+    assert status["history"][-1]["outcome"] == "rolledBack"
+    assert "3 failed checks" in status["history"][-1]["reason"]
+    replicas = canary.kubectl(
+        "get", "deployment", "pay-app-canary", "-o", "jsonpath={.spec.replicas}"
+    ).stdout
+    assert replicas == "0"
+    # Re-applying the failed image does not start a new canary by itself.
+    time.sleep(3)
+    assert canary.status()["phase"] == "RolledBack"
+
+
+def test_severe_errors_roll_back_on_the_first_failing_tick(canary: Canary) -> None:
+    canary.play("stable", V1)
+    canary.play("canary", V2, errors=50)
+    canary.stable_first(stepDuration="30s")
+    canary.set_image(V2)
+    status = canary.wait("rollback", lambda s: s.get("phase") == "RolledBack")
+    assert status["failedChecks"] == 0  # no counted failure: fail fast
+    assert "fail fast" in status["history"][-1]["reason"]
+    assert status["canaryWeight"] == 0
+
+
+def test_prometheus_down_pauses_without_promoting(
+    canary: Canary, prometheus_server: Any, capsys: Any
+) -> None:
+    healthy(canary, V2)
+    canary.stable_first(stepDuration="4s", maxInconclusive=3)
+    canary.set_image(V2)
+    canary.wait(
+        "first passing tick", lambda s: (s.get("lastAnalysis") or {}).get("verdict") == "pass"
+    )
+    prometheus_server.stop()
+    try:
+        status = canary.wait("no-data pause", lambda s: s.get("phase") == "Paused")
+        reasons = [m["reason"] for m in status["lastAnalysis"]["metrics"]]
+        assert all("PrometheusUnavailable" in r for r in reasons)
+        assert status["inconclusiveChecks"] == 3
+    finally:
+        prometheus_server.start()
+    assert "Promoting" not in [s.get("phase") for s in canary.seen]
+    assert canary.status()["phase"] == "Paused"
+    assert "NoData" in canary.events()
+    canary.plugin("resume", "pay", capsys=capsys)
+    canary.wait("resumed analysis", lambda s: s.get("phase") == "Progressing")
+
+
+def test_operator_restart_resumes_at_the_same_step(canary: Canary) -> None:
+    healthy(canary, V2)
+    canary.stable_first(stepDuration="4s")
+    canary.set_image(V2)
+    canary.wait("step 25 %", lambda s: s.get("canaryWeight") == 25)
+    canary.operator.kill()
+    canary.seen.clear()
+    canary.operator.start()
+    canary.wait("promotion", lambda s: s.get("phase") == "Promoting")
+    steps = [s.get("currentStep", -1) for s in canary.seen]
+    assert steps == sorted(steps)  # never back to an earlier step
+    assert next(w for w in canary.weights() if w) in (25, 50)
+
+
+def test_new_image_during_canary_restarts_from_first_step(canary: Canary) -> None:
+    healthy(canary, V2, V3)
+    canary.stable_first(stepDuration="3s")
+    canary.set_image(V2)
+    canary.wait("step 25 %", lambda s: s.get("canaryWeight") == 25)
+    canary.seen.clear()
+    canary.set_image(V3)
+    canary.wait("v3 at 10 %", lambda s: s.get("canaryImage") == IMAGE.format(V3)
+                and s.get("canaryWeight") == 10)  # fmt: skip
+    status = canary.wait("promotion", lambda s: s.get("phase") == "Promoting")
+    assert status["stableImage"] == IMAGE.format(V3)
+    superseded = [h for h in status["history"] if h["outcome"] == "superseded"]
+    assert superseded[-1]["image"] == IMAGE.format(V2)
+
+
+def test_plugin_commands(canary: Canary, capsys: Any) -> None:
+    healthy(canary, V2)
+    canary.stable_first(stepDuration="5m")
+    canary.set_image(V2)
+    canary.wait("step 10 %", lambda s: s.get("canaryWeight") == 10
+                and (s.get("lastAnalysis") or {}).get("verdict") == "pass")  # fmt: skip
+    out = canary.plugin("status", "pay", capsys=capsys)
+    assert "Progressing  weight 10%" in out
+    assert "[10] 25 50 100" in out
+    assert "errorRate" in out
+
+    canary.plugin("promote", "pay", capsys=capsys)
+    canary.wait("manual step to 25 %", lambda s: s.get("canaryWeight") == 25)
+    annotations = canary.body()["metadata"].get("annotations") or {}
+    assert "cricalgo.io/promote" not in annotations  # consumed before it was carried out
+
+    canary.plugin("pause", "pay", capsys=capsys)
+    canary.wait("paused", lambda s: s.get("phase") == "Paused")
+    canary.plugin("resume", "pay", capsys=capsys)
+    canary.wait("resumed", lambda s: s.get("phase") == "Progressing")
+
+    canary.plugin("abort", "pay", capsys=capsys)
+    status = canary.wait("aborted", lambda s: s.get("phase") == "RolledBack")
+    assert status["canaryWeight"] == 0
+    assert status["history"][-1]["outcome"] == "aborted"
+
+    canary.plugin("retry", "pay", capsys=capsys)
+    canary.wait("retried at 10 %", lambda s: s.get("phase") == "Progressing"
+                and s.get("canaryWeight") == 10)  # fmt: skip
+
+    canary.plugin("promote", "pay", "--full", capsys=capsys)
+    status = canary.wait("full promotion", lambda s: s.get("phase") == "Promoting")
+    assert status["stableImage"] == IMAGE.format(V2)
+    assert {"ManualStep", "PausedByUser", "Resumed", "Retry", "Promoting"} <= set(canary.events())
