@@ -114,17 +114,13 @@ def cmd_logs(state_dir: Path, pod: str, namespace: str, container: str | None) -
 
 
 def cmd_demo(state_dir: Path) -> int:
-    """For now: the stack with its CRDs installed, and how to reach it."""
+    """Bring the stack up, then run a promoted and a rolled-back canary through it."""
     code = cmd_up(state_dir)
-    if code == 0:
-        state = read_state(state_dir)
-        assert state is not None
-        kube = state["kubernetes"]
-        print(
-            "\nCRDs installed (CricAlgoDeployment and the Istio networking CRDs):\n"
-            f"  {kube['kubectl']} --kubeconfig {kube['kubeconfig']} get crd"
-        )
-    return code
+    if code != 0:
+        return code
+    from .demo import run_demo
+
+    return run_demo(state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
