@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -375,3 +376,25 @@ def test_plugin_commands(canary: Canary, capsys: Any) -> None:
     status = canary.wait("full promotion", lambda s: s.get("phase") == "Promoting")
     assert status["stableImage"] == IMAGE.format(V2)
     assert {"ManualStep", "PausedByUser", "Resumed", "Retry", "Promoting"} <= set(canary.events())
+
+
+def test_controls_act_within_seconds_even_with_a_long_interval(canary: Canary, capsys: Any) -> None:
+    healthy(canary, V2)
+    canary.stable_first(analysisInterval="30s", stepDuration="30m")
+    # A request that applies to nothing is dropped, not kept to fire at the next canary.
+    canary.plugin("promote", "pay", "--full", capsys=capsys)
+    wait_for(
+        "the stale request to be dropped",
+        lambda: "cricalgo.io/promote" not in (canary.body()["metadata"].get("annotations") or {}),
+        timeout=20,
+    )
+    assert "RequestIgnored" in canary.events()
+    canary.set_image(V2)
+    canary.wait("step 10 %", lambda s: s.get("canaryWeight") == 10, timeout=20)
+    canary.plugin("abort", "pay", capsys=capsys)
+    status = canary.wait("aborted", lambda s: s.get("phase") == "RolledBack")
+    assert status["history"][-1]["outcome"] == "aborted"
+    # Acted upon before the tick the 30 s interval had scheduled after the first step.
+    step_started = datetime.fromisoformat(status["stepStartedAt"])
+    aborted = datetime.fromisoformat(status["history"][-1]["finishedAt"])
+    assert (aborted - step_started).total_seconds() < 30

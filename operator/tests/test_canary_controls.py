@@ -13,7 +13,7 @@ from cricalgo_operator.canary.controls import (
     request_patch,
 )
 from cricalgo_operator.canary.engine import decide
-from cricalgo_operator.canary.runner import needs_readings, status_patch
+from cricalgo_operator.canary.runner import ignored_requests, needs_readings, status_patch
 from cricalgo_operator.plugin import parse_args, render_status
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -145,3 +145,16 @@ def test_plugin_arguments() -> None:
     assert (args.command, args.name, args.full, args.namespace) == ("promote", "pay", True, "shop")
     with pytest.raises(SystemExit):
         parse_args(["explode", "pay"])
+
+
+def test_requests_that_do_not_apply_are_dropped_not_kept_for_later() -> None:
+    cfg = CanaryConfig.from_spec({"image": "app:v1"})
+    ready = CanaryStatus(phase=Phase.READY, stable_image="app:v1")
+    annotations = {"cricalgo.io/promote": "full", "unrelated.io/x": "y"}
+    decision = decide(cfg, ready, Readings(), T0, control_from_annotations(annotations))
+    assert ignored_requests(annotations, decision) == {"promote"}
+    # While the reconciler has yet to create the canary, requests wait for it.
+    newer = CanaryConfig.from_spec({"image": "app:v2"})
+    waiting = decide(newer, ready, Readings(), T0, control_from_annotations(annotations))
+    assert waiting.reason == "AwaitingCanary"
+    assert ignored_requests(annotations, waiting) == frozenset()

@@ -8,16 +8,20 @@ status), so an operator restart resumes every canary at the step it was on.
 from __future__ import annotations
 
 import datetime
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
+from cricalgo_operator.canary.controls import ANNOTATION_OF
 from cricalgo_operator.canary.runner import tick
 from cricalgo_operator.kubeapi import ApiError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
 
 # After a lost write race (409) the next tick comes sooner than a whole interval.
 CONFLICT_RETRY_SECONDS = 1.0
+WAKE_CHECK_SECONDS = 1.0
 ERROR_RETRY_SECONDS = 5.0
 
 
@@ -31,6 +35,7 @@ async def canary_analysis(
     namespace: str | None,
     memo: Any,
     stopped: kopf.DaemonStopped,
+    meta: kopf.Meta,
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -54,4 +59,26 @@ async def canary_analysis(
             continue
         if result is None:
             return
-        await stopped.wait(result.interval)
+        await until_next_tick(stopped, meta, result.interval)
+
+
+async def until_next_tick(
+    stopped: kopf.DaemonStopped, meta: Mapping[str, Any], seconds: float
+) -> None:
+    """Sleep `seconds`, but wake within a second when the spec changes (pause, new image)
+    or a control request arrives, so a manual abort does not wait a whole interval.
+
+    `meta` is Kopf's live view of the CR's metadata: checking it costs no API call.
+    """
+    generation = meta.get("generation")
+    deadline = time.monotonic() + seconds
+    while not stopped:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await stopped.wait(min(WAKE_CHECK_SECONDS, left))
+        annotations = meta.get("annotations") or {}
+        if meta.get("generation") != generation:
+            return
+        if any(key in annotations for key in ANNOTATION_OF.values()):
+            return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from prometheus_client import Histogram
 
 from cricalgo_operator import metrics, rollout
 from cricalgo_operator.canary.controls import (
+    ANNOTATION_OF,
     consumed_patch,
     control_from_annotations,
     patch_cad,
@@ -41,7 +43,7 @@ from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.naming import API_VERSION, KIND, image_version
 from cricalgo_operator.revisions import rollback_patch
-from cricalgo_operator.status import Transition, write_status
+from cricalgo_operator.status import Transition, emit_event, write_status
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,23 @@ def needs_readings(config: CanaryConfig, status: CanaryStatus) -> bool:
         and status.current_step >= 0
         and status.canary_revision == config.revision
     )
+
+
+# Decisions taken while the reconciler catches up: pending requests wait for it.
+_TRANSIENT = ("AwaitingReconcile", "AwaitingCanary")
+TRANSIENT_RETRY_SECONDS = 1.0
+
+
+def ignored_requests(annotations: Mapping[str, str], decision: Decision) -> frozenset[str]:
+    """Pending requests the decision did not act on and that do not apply now.
+
+    They are dropped (with a warning Event) rather than left to fire later: a stale
+    `promote: full` must not promote the next canary the moment it starts.
+    """
+    if decision.reason in _TRANSIENT:
+        return frozenset()
+    pending = {request for request, key in ANNOTATION_OF.items() if key in annotations}
+    return frozenset(pending - decision.consumed)
 
 
 def last_analysis(decision: Decision, now: datetime) -> dict[str, Any]:
@@ -134,13 +153,20 @@ async def tick(
     analysis_duration.observe(time.perf_counter() - started)
     for verdict in decision.verdicts:
         metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
-    if decision.consumed:
+    ignored = ignored_requests(cad.annotations, decision)
+    if decision.consumed or ignored:
         # At most once: a request is deleted before it is carried out, so a crash in
         # between loses it (the user repeats it) instead of applying it twice.
-        body = await patch_cad(api, namespace, name, consumed_patch(decision.consumed))
-        cad = Cad.from_body(body)
+        patch = consumed_patch(decision.consumed | ignored)
+        cad = Cad.from_body(await patch_cad(api, namespace, name, patch))
+    if ignored:
+        phase = status.phase or "Initializing"
+        message = f"{', '.join(sorted(ignored))}: nothing to do while {phase} ({decision.reason})"
+        await emit_event(api, cad, Transition("RequestIgnored", message, "Warning"), now)
     await carry_out(api, cad, status, decision, now)
-    return TickResult(decision, config.analysis_interval)
+    # The reconciler is about to create or replace the canary: look again soon.
+    interval = TRANSIENT_RETRY_SECONDS if decision.reason in _TRANSIENT else None
+    return TickResult(decision, interval or config.analysis_interval)
 
 
 async def carry_out(
