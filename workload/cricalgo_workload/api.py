@@ -64,9 +64,9 @@ async def create_user(request: Request) -> JSONResponse:
         return _unavailable()
     released = registration.released_tx_ids
 
-    def enqueue_released() -> None:
+    async def enqueue_released() -> None:
         for tx_id in released:
-            services.enqueue(tx_id)
+            await services.enqueue(tx_id)
 
     return JSONResponse(
         {

@@ -52,6 +52,12 @@ def create_broker(settings: Settings, extra_middleware: Sequence[Middleware] = (
     )
 
 
+def close_broker(broker: RedisBroker) -> None:
+    """Close the broker and its Redis connections (RedisBroker.close leaves them open)."""
+    broker.close()
+    broker.client.close()
+
+
 def credit_message(settings: Settings, tx_id: str) -> dramatiq.Message[object]:
     return dramatiq.Message(
         queue_name=settings.queue_name,

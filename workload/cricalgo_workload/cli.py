@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 from .logs import configure_logging
 from .settings import Settings, SettingsError
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.webhook_secrets:
         print("cricalgo-workload: CRICALGO_WEBHOOK_SECRET is required", file=sys.stderr)
         return 2
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal against the
+    # handler that was installed before it: make that one a clean exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

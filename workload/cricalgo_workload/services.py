@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from psycopg_pool import AsyncConnectionPool
 
-from .broker import create_broker, enqueue_credit, queue_key
+from .broker import close_broker, create_broker, enqueue_credit, queue_key
 from .database import create_async_pool
 from .inbox import inbox_stats
 from .metrics import PoolCollector, WebhookMetrics
@@ -21,6 +22,56 @@ from .settings import Settings
 from .signatures import decode_secret
 
 log = logging.getLogger("cricalgo.workload.webhook")
+
+
+class DepositEnqueuer:
+    """Sends credit messages after the response, off the event loop, in batches: one thread
+    hop per batch instead of one per request. Losing what is queued here (a crash) loses
+    no deposit: the rows are durable and the relay enqueues them again."""
+
+    def __init__(self, broker: RedisBroker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, tx_id: str, received: float) -> None:
+        self._idle.clear()
+        self.queue.put_nowait((tx_id, received))
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < 500:
+                batch.append(self.queue.get_nowait())
+            try:
+                await asyncio.to_thread(self._send, batch)
+            finally:
+                if self.queue.empty():
+                    self._idle.set()
+
+    def _send(self, batch: list[tuple[str, float]]) -> None:
+        for tx_id, received in batch:
+            started = time.perf_counter()
+            try:
+                enqueue_credit(self.broker, self.settings, tx_id)
+            except Exception as exc:
+                log.warning("deposit_enqueue_failed", extra={"tx_id": tx_id, "error": repr(exc)})
+                continue
+            now = time.perf_counter()
+            log.info(
+                "deposit_enqueued",
+                extra={
+                    "tx_id": tx_id,
+                    "enqueue_ms": round((now - started) * 1000, 2),
+                    "since_received_ms": round((now - received) * 1000, 2),
+                },
+            )
+
+    async def drain(self) -> None:
+        """Wait until everything submitted has been sent or given up on."""
+        await self._idle.wait()
 
 
 @dataclass
@@ -31,6 +82,7 @@ class AppServices:
     broker: RedisBroker
     redis: aioredis.Redis
     webhook_keys: tuple[bytes, ...]
+    enqueuer: DepositEnqueuer
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -44,26 +96,22 @@ class AppServices:
                 lambda: dict(pool.get_stats()),
             )
         )
+        broker = create_broker(settings)
         return cls(
             settings=settings,
             metrics=metrics,
             pool=pool,
-            broker=create_broker(settings),
+            broker=broker,
+            enqueuer=DepositEnqueuer(broker, settings),
             redis=aioredis.Redis.from_url(
                 settings.redis_url, socket_connect_timeout=1, socket_timeout=2
             ),
             webhook_keys=tuple(decode_secret(s) for s in settings.webhook_secrets),
         )
 
-    def enqueue(self, tx_id: str) -> bool:
-        """Blocking enqueue (run in a thread). A failure is logged, not raised: the row is
-        durable and the relay enqueues it again."""
-        try:
-            enqueue_credit(self.broker, self.settings, tx_id)
-        except Exception as exc:
-            log.warning("deposit_enqueue_failed", extra={"tx_id": tx_id, "error": repr(exc)})
-            return False
-        return True
+    async def enqueue(self, tx_id: str, received: float | None = None) -> None:
+        """Queue the credit message for `tx_id` (sent in the background)."""
+        self.enqueuer.submit(tx_id, time.perf_counter() if received is None else received)
 
     async def refresh_gauges(self) -> None:
         labels = {"track": self.settings.track, "version": self.settings.version}
@@ -88,9 +136,14 @@ class AppServices:
         gauge loop, and close everything on the way out."""
         await self.pool.open(wait=False)
         self._tasks.append(asyncio.create_task(self._gauge_loop()))
+        self._tasks.append(asyncio.create_task(self.enqueuer.run()))
         try:
             yield self
         finally:
+            # In-flight requests are done (uvicorn waits for them): send what they queued.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await self.enqueuer.drain()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -99,4 +152,4 @@ class AppServices:
             self._tasks.clear()
             await self.pool.close()
             await self.redis.aclose()
-            await asyncio.to_thread(self.broker.close)
+            await asyncio.to_thread(close_broker, self.broker)

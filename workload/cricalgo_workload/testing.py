@@ -95,3 +95,111 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+class WorkloadProcess:
+    """`python -m cricalgo_workload ROLE` as a child process with its own environment."""
+
+    def __init__(self, role: str, env: dict[str, str], log_path: str) -> None:
+        self.role = role
+        self.env = env
+        self.log_path = log_path
+        self.process: Any = None
+
+    def start(self) -> WorkloadProcess:
+        import subprocess
+        import sys
+
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cricalgo_workload", self.role],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        import httpx
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.role} exited; see {self.log_path}")
+            try:
+                return httpx.get(url, timeout=1).status_code < 500
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, timeout=timeout, interval=0.1)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60) -> int:
+        return int(self.process.wait(timeout=timeout))
+
+    def stop(self) -> None:
+        import signal as signals
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signals.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+
+
+class DepositLoad:
+    """Threads that post signed deposits until stopped, recording every answer."""
+
+    def __init__(self, url: str, secret: str, users: list[str], threads: int = 6) -> None:
+        import threading
+
+        self.url = url
+        self.secret = secret
+        self.users = users
+        self.results: list[tuple[float, float, int, str | None, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        import random
+
+        import httpx
+
+        rng = random.Random(index)
+        with httpx.Client(base_url=self.url, timeout=15) as http:
+            while not self._stop.is_set():
+                amount = f"{rng.randint(1, 10_000)}.{rng.randint(0, 99):02d}"
+                body = deposit_body(user_id=rng.choice(self.users), amount=amount)
+                started = time.monotonic()
+                try:
+                    response = http.post(
+                        "/api/v1/webhooks/deposit",
+                        content=body,
+                        headers=signed_headers(self.secret, body),
+                    )
+                    status = response.status_code
+                    tx_id = response.json().get("tx_id") if status == 202 else None
+                except httpx.TransportError:
+                    status, tx_id = 0, None
+                    time.sleep(0.05)
+                with self._lock:
+                    self.results.append((started, time.monotonic(), status, tx_id, amount))
+
+    def start(self) -> DepositLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def accepted(self) -> dict[str, str]:
+        """tx_id -> amount of every delivery that was answered 202."""
+        with self._lock:
+            return {tx: amount for _, _, status, tx, amount in self.results if tx and status == 202}

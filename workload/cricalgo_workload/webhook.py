@@ -97,20 +97,6 @@ async def deposit_webhook(request: Request) -> JSONResponse:
     return JSONResponse(
         payload,
         202,
-        background=BackgroundTask(_enqueue_after_response, services, recorded.tx_id, started),
-    )
-
-
-def _enqueue_after_response(services: AppServices, tx_id: str, started: float) -> None:
-    enqueue_started = time.perf_counter()
-    if not services.enqueue(tx_id):
-        return
-    now = time.perf_counter()
-    log.info(
-        "deposit_enqueued",
-        extra={
-            "tx_id": tx_id,
-            "enqueue_ms": round((now - enqueue_started) * 1000, 2),
-            "since_received_ms": round((now - started) * 1000, 2),
-        },
+        # Answered first, enqueued after (a lost enqueue is found again by the relay).
+        background=BackgroundTask(services.enqueue, recorded.tx_id, started),
     )

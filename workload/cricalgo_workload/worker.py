@@ -19,7 +19,7 @@ from dramatiq.middleware import Middleware
 from prometheus_client import start_http_server
 from psycopg_pool import ConnectionPool
 
-from .broker import CREDIT_ACTOR, create_broker, enqueue_credit
+from .broker import CREDIT_ACTOR, close_broker, create_broker, enqueue_credit
 from .database import create_pool
 from .inbox import pending_for_relay, rematch_unmatched
 from .ledger import CreditOutcome, credit_deposit, mark_dead
@@ -214,8 +214,9 @@ class DepositWorker:
             self._relay_thread.join(timeout=10)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         self.pool.close()
-        self.broker.close()
+        close_broker(self.broker)
         log.info("worker_stopped")
 
 

@@ -32,9 +32,9 @@ def test_accepted_deposit_is_durable_and_enqueued(
     assert body["ok"] is True
     rows = inbox_rows(settings.database_url)
     assert rows == [(body["tx_id"], rows[0][1], "bob", "12.34000000", "USD", "pending")]
-    client = redis.Redis.from_url(redis_server.url)
-    # The enqueue runs right after the response; the message lands in the queue.
-    assert wait_for(lambda: client.llen(queue_key(settings)) == 1)
+    with redis.Redis.from_url(redis_server.url) as client:
+        # The enqueue runs right after the response; the message lands in the queue.
+        assert wait_for(lambda: client.llen(queue_key(settings)) == 1)
 
 
 def test_duplicate_delivery_answers_the_same_tx_id(post_deposit: Any, settings: Settings) -> None:

@@ -121,9 +121,8 @@ def test_exhausted_retries_dead_letter_the_message(
         ).fetchone()
     assert row is not None
     assert "statement timeout" in row[1]
-    dead = redis.Redis.from_url(redis_server.url).zcard(
-        f"{settings.redis_namespace}:{settings.queue_name}.XQ"
-    )
+    with redis.Redis.from_url(redis_server.url) as client:
+        dead = client.zcard(f"{settings.redis_namespace}:{settings.queue_name}.XQ")
     # One dead letter per message; the relay may have sent the row's message more than once.
     assert dead >= 1
     assert ledger(settings.database_url) == []
