@@ -5,8 +5,6 @@ rendered text changes (and only then)."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from .kube_api import (
 )
 from .mesh_config import MeshObjects, render_mesh_config
 from .processes import free_port
+from .services import reload_nginx
 
 log = logging.getLogger("cricalgo.localstack.mesh")
 
@@ -51,7 +50,7 @@ def nginx_applier(nginx_bin: str, prefix: Path) -> Callable[[str], None]:
         if check.returncode != 0:
             http_conf.write_text(previous)
             raise ValueError(f"nginx rejected the config:\n{check.stderr.strip()}")
-        os.kill(int((prefix / "nginx.pid").read_text().strip()), signal.SIGHUP)
+        reload_nginx(int((prefix / "nginx.pid").read_text().strip()))
 
     return apply
 

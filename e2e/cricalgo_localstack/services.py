@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,6 +404,34 @@ http {{
 """
 
 
+def _children(pid: int) -> set[int]:
+    children = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.add(int(stat_file.parent.name))
+    return children
+
+
+def reload_nginx(master_pid: int, timeout: float = 10.0) -> None:
+    """SIGHUP nginx and wait until the workers of the old config have exited.
+
+    Until then an old worker can still accept a connection and answer it with the old
+    config; callers (tests, the mesh) expect the new one once this returns.
+    """
+    old = _children(master_pid)
+    os.kill(master_pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = _children(master_pid)
+        if current and not current & old:
+            return
+        time.sleep(0.02)
+
+
 @dataclass
 class NginxServer:
     """nginx on an unprivileged port; callers supply the body of its http block."""
@@ -464,7 +493,7 @@ class NginxServer:
             http_conf.write_text(previous)
             raise ValueError(f"nginx rejected the config:\n{check.stderr.strip()}")
         if self.process is not None and self.process.pid is not None:
-            os.kill(self.process.pid, signal.SIGHUP)
+            reload_nginx(self.process.pid)
 
     def stop(self) -> None:
         if self.process:
