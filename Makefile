@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
-        dev-status constraints images chart-sync alerts load clean
+        dev-status constraints images chart-sync alerts load bench-canary clean
 
 demo: setup
 	$(BIN)/cricalgo dev demo
@@ -59,6 +59,10 @@ load: setup
 	else \
 	  $(BIN)/python e2e/load/webhook_load.py --local $(LOAD_ARGS); \
 	fi
+
+# Benchmarks (not tests): numbers against a bound or baseline measured in the same run.
+bench-canary: setup
+	$(BIN)/python operator/bench/bench_canary.py --runs 3
 
 unit: venv
 	$(BIN)/pytest -m "not cluster and not e2e" $(PYTEST_ARGS)
