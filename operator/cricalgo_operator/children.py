@@ -32,14 +32,22 @@ async def apply_manifests(api: KubeApi, manifests: list[Manifest]) -> list[Manif
     return [r for r in results if isinstance(r, dict)]
 
 
+def widened_children(cad: Cad) -> list[str] | None:
+    """`status.children` plus what `render(cad)` adds, or None if nothing is new."""
+    known = list(cad.status.get("children") or [])
+    new = [c for c in (child_id(m) for m in render(cad)) if c not in known]
+    return known + new if new else None
+
+
 async def apply_children(api: KubeApi, cad: Cad) -> tuple[Cad, list[Manifest]]:
     """Make the cluster match `render(cad)`; returns the CR and the applied objects."""
     desired = render(cad)
     wanted = [child_id(m) for m in desired]
-    known = list(cad.status.get("children") or [])
-    widened = known + [c for c in wanted if c not in known]
-    if widened != known:
+    widened = widened_children(cad)
+    if widened is not None:
         cad = await write_status(api, cad, {"children": widened})
+    else:
+        widened = list(cad.status.get("children") or [])
     applied = await apply_manifests(api, desired)
     leftovers = [c for c in widened if c not in wanted]
     if leftovers:

@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Any
 
+import httpx
 import kopf
 
 from . import metrics
@@ -18,6 +19,7 @@ from .connection import load_connection
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
+from .readiness import DeploymentReadiness, deployment_readiness
 from .reconcile import reconcile_fresh, refresh_readiness, repair_child
 
 # Children watched for drift: (groupversion, plural).
@@ -84,6 +86,22 @@ def cads(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[An
     return {(namespace, name): Cad.from_body(body)}
 
 
+@kopf.index("apps", "v1", "deployments", labels=OURS)
+def deployments(
+    body: kopf.Body, namespace: str | None, **_: Any
+) -> dict[Any, DeploymentReadiness] | None:
+    """Readiness of our Deployments by owning CR (namespace, name)."""
+    owner = _owner(body)
+    if owner is None:
+        return None
+    return {(namespace, owner["name"]): deployment_readiness(dict(body))}
+
+
+def _owner(body: kopf.Body) -> dict[str, Any] | None:
+    refs = body.metadata.get("ownerReferences") or []
+    return next((dict(r) for r in refs if r.get("kind") == KIND), None)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
 @kopf.on.create(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
 @kopf.on.update(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
@@ -98,6 +116,9 @@ async def reconcile_cad(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             raise kopf.PermanentError(f"the API server rejected a child: {error}") from error
         # 409: someone wrote the CR meanwhile; 403: RBAC may be fixed; 5xx: transient.
         raise kopf.TemporaryError(str(error), delay=1 if error.status == 409 else 10) from error
+    except httpx.TransportError as error:
+        metrics.reconcile_errors.labels(KIND).inc()
+        raise kopf.TemporaryError(f"API server unreachable: {error!r}", delay=5) from error
     finally:
         metrics.reconcile_duration.labels(KIND).observe(time.perf_counter() - started)
 
@@ -116,12 +137,11 @@ async def child_changed(
     memo: kopf.Memo,
     logger: kopf.Logger,
     cads: kopf.Index[Any, Cad] | None = None,
+    deployments: kopf.Index[Any, DeploymentReadiness] | None = None,
     **_: Any,
 ) -> None:
     """A child changed or went away: put it back if it differs from its render."""
-    owner = next(
-        (r for r in body.metadata.get("ownerReferences") or [] if r.get("kind") == KIND), None
-    )
+    owner = _owner(body)
     if owner is None or namespace is None or cads is None:
         return
     cad = next(iter(cads.get((namespace, owner["name"]), [])), None)
@@ -133,11 +153,12 @@ async def child_changed(
         if await repair_child(memo.api, cad, kind, name, actual):
             what = "deleted" if actual is None else "changed"
             logger.info(f"{kind} {name} was {what} by hand; re-applied")
-        if kind == "Deployment":
-            await refresh_readiness(memo.api, namespace, cad.name, _now())
-    except ApiError as error:
+        if kind == "Deployment" and deployments is not None:
+            mine = list(deployments.get((namespace, cad.name), []))
+            await refresh_readiness(memo.api, cad, mine, _now())
+    except (ApiError, httpx.TransportError) as error:
         metrics.reconcile_errors.labels(kind).inc()
-        logger.warning(f"could not repair {kind} {name}: {error}")
+        logger.warning(f"could not repair {kind} {name}: {error!r}")
 
 
 for _groupversion, _plural in CHILD_RESOURCES:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import kopf
 
+from . import metrics
 from .connection import ssl_context
 from .naming import FIELD_MANAGER
 
@@ -71,8 +72,11 @@ class KubeApi:
             base_url=info.server,
             verify=ssl_context(info),
             headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            # Requests queue for a connection without a deadline (pool=None): under a
+            # burst of CRs that is back-pressure, not an error; each request still has
+            # `timeout` once sent.
+            timeout=httpx.Timeout(timeout, pool=None),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
         return cls(http)
 
@@ -92,6 +96,7 @@ class KubeApi:
         headers = {"Content-Type": content_type} if content is not None else None
         if method != "GET":
             self.writes += 1
+            metrics.api_writes.labels(method).inc()
         response = await self.http.request(
             method, path, params=params, content=content, headers=headers
         )

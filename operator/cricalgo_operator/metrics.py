@@ -49,6 +49,13 @@ analysis_errors = Counter(
 )
 
 
+api_writes = Counter(
+    "cricalgo_operator_api_writes_total",
+    "Write requests (POST, PATCH, DELETE) the operator's client sent to the API server.",
+    ["verb"],
+)
+
+
 def record_state(namespace: str, name: str, phase: str | None, weight: int) -> None:
     """Export a CR's phase and weight."""
     canary_weight.labels(namespace, name).set(weight)

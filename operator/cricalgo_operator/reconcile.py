@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import metrics
-from .children import apply_children, child_id, drifted
+from .children import apply_children, child_id, drifted, widened_children
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import API_VERSION, KIND
@@ -32,6 +32,13 @@ async def reconcile(api: KubeApi, cad: Cad, now: datetime.datetime) -> Cad:
     patch, transition = plan_revision(cad, now)
     if patch:
         # Status first: if we stop right after, the next run renders the same children.
+        # The children list is widened in the same write (one write instead of two).
+        planned = cad.with_status(
+            {k: v for k, v in {**cad.status, **patch}.items() if v is not None}
+        )
+        widened = widened_children(planned)
+        if widened is not None:
+            patch["children"] = widened
         cad = await write_status(api, cad, patch, transition, now)
     cad, applied = await apply_children(api, cad)
     deployments = [deployment_readiness(o) for o in applied if o.get("kind") == "Deployment"]
@@ -107,9 +114,18 @@ def conditions_for(
 
 
 async def refresh_status(
-    api: KubeApi, cad: Cad, deployments: list[DeploymentReadiness], now: datetime.datetime
+    api: KubeApi,
+    cad: Cad,
+    deployments: list[DeploymentReadiness],
+    now: datetime.datetime,
+    *,
+    settle: bool = True,
 ) -> Cad:
-    """Write phase, observedGeneration and conditions if they changed; finish promotions."""
+    """Write conditions if they changed; finish a promotion once stable is available.
+
+    With `settle` (the reconciler, after applying everything) also move Initializing
+    to Ready and record observedGeneration; the readiness watcher leaves those alone.
+    """
     phase = cad.status.get("phase") or "Initializing"
     if phase == "Promoting" and stable_readiness(deployments).ready:
         cad = await write_status(
@@ -123,12 +139,12 @@ async def refresh_status(
         deployments = [deployment_readiness(o) for o in applied if o.get("kind") == "Deployment"]
         phase = "Ready"
     patch: dict[str, Any] = {}
-    if phase == "Initializing":
+    if settle and phase == "Initializing":
         patch["phase"] = phase = "Ready"
     conditions = conditions_for(cad.with_status({**cad.status, "phase": phase}), deployments, now)
     if conditions != cad.status.get("conditions"):
         patch["conditions"] = conditions
-    if cad.status.get("observedGeneration") != cad.generation:
+    if settle and cad.status.get("observedGeneration") != cad.generation:
         patch["observedGeneration"] = cad.generation
     transition = _ready_transition(cad.status.get("conditions") or [], conditions)
     if patch:
@@ -153,26 +169,40 @@ def _ready_transition(
     return Transition("Unavailable", new.get("message", ""), "Warning")
 
 
-async def refresh_readiness(
-    api: KubeApi, namespace: str, name: str, now: datetime.datetime, attempts: int = 3
-) -> Cad | None:
-    """Re-derive readiness from the CR and its Deployments as the API server has them now.
+def readiness_changed(cad: Cad, deployments: Iterable[DeploymentReadiness]) -> bool:
+    """Whether the CR's Ready condition (status, reason, message) is out of date (pure)."""
+    readiness = stable_readiness(deployments)
+    current: dict[str, Any] = next(
+        (c for c in cad.status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    wanted = ("True" if readiness.ready else "False", readiness.reason, readiness.message)
+    return (current.get("status"), current.get("reason"), current.get("message")) != wanted
 
-    Runs concurrently with the reconciler and the canary timer, so it reads fresh and
-    writes conditionally, retrying a lost race a few times.
+
+async def refresh_readiness(
+    api: KubeApi,
+    cad: Cad,
+    deployments: list[DeploymentReadiness],
+    now: datetime.datetime,
+    attempts: int = 2,
+) -> Cad | None:
+    """Bring the conditions up to date with the Deployments' status (the watcher's path).
+
+    `cad` and `deployments` come from the in-memory indexes, so nothing is read or written
+    unless the Ready condition changed. The CR is then re-read (the index may lag our own
+    writes) and left to the reconciler while one is in flight for a newer generation.
     """
-    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=cricalgo-operator"
+    if not readiness_changed(cad, deployments) and cad.status.get("phase") != "Promoting":
+        return None
     for attempt in range(attempts):
-        body = await api.get(API_VERSION, KIND, namespace, name)
+        body = await api.get(API_VERSION, KIND, cad.namespace, cad.name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
-        cad = Cad.from_body(body)
-        if not cad.status.get("stableRevision"):
-            return cad  # the reconciler has not seen it yet; it will set the status
-        items = await api.list("apps/v1", "Deployment", namespace, selector)
-        owned = [deployment_readiness(d) for d in items if _owned_by(d, cad)]
+        fresh = Cad.from_body(body)
+        if fresh.uid != cad.uid or fresh.status.get("observedGeneration") != fresh.generation:
+            return None
         try:
-            return await refresh_status(api, cad, owned, now)
+            return await refresh_status(api, fresh, deployments, now, settle=False)
         except ApiError as error:
             if error.status != 409 or attempt == attempts - 1:
                 raise

@@ -264,3 +264,30 @@ def test_json_log_lines_carry_the_object() -> None:
     assert line["message"] == "hello x"
     assert line["level"] == "INFO"
     assert line["object"] == {"kind": "CricAlgoDeployment", "namespace": "ns", "name": "pay"}
+
+
+# --- RBAC ----------------------------------------------------------------------------
+
+
+def test_namespaced_role_grants_exactly_the_cluster_role_rules() -> None:
+    import yaml
+    from cricalgo_operator.permissions import rbac_manifests
+
+    cluster_role, role = rbac_manifests()
+    assert cluster_role["kind"] == "ClusterRole"
+    assert role["kind"] == "Role"
+    assert role["rules"] == cluster_role["rules"]
+    assert yaml.safe_dump(role["rules"]).count("'*'") == 0
+
+
+def test_readiness_watcher_only_acts_when_the_ready_condition_is_stale() -> None:
+    from cricalgo_operator.reconcile import readiness_changed
+
+    deployments = [deployment_readiness(deployment("pay-app", "stable", 3, 1, 2))]
+    fresh = cad(status={"phase": "Ready"})
+    assert readiness_changed(fresh, deployments)
+    conditions = conditions_for(fresh, deployments, NOW)
+    current = cad(status={"phase": "Ready", "conditions": conditions})
+    assert not readiness_changed(current, deployments)
+    recovered = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 2))]
+    assert readiness_changed(current, recovered)
