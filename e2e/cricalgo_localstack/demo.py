@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .processes import ManagedProcess, free_port
+from .processes import ManagedProcess, free_port, pid_alive
 from .stack import STATE_FILE, kubectl_cmd
 
 NAMESPACE = "cricalgo-demo"
@@ -28,8 +28,16 @@ NAME = "payments"
 HOST = "payments.local"
 SECRET = "whsec_ZGVtby1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg=="
 FAULT_RATE = "0.3"
-STEP_SECONDS = 20
-DSN_REF = {"name": "payments-db", "key": "dsn"}
+# The stack's Prometheus scrapes every 5 s: an analysis window needs several scrapes.
+STEP_SECONDS = 30
+ANALYSIS_SECONDS = 15
+# cricalgo-operator with the canary analysis daemon registered (the operator's own bench
+# starts it this way; importing the module registers the daemon with Kopf).
+OPERATOR_MAIN = (
+    "import sys, cricalgo_operator.canary.daemon\n"
+    "from cricalgo_operator.main import main\n"
+    "sys.exit(main(sys.argv[1:]))"
+)
 
 
 def render_demo_cr(image: str, prometheus_url: str, fault: bool = False) -> dict[str, Any]:
@@ -61,7 +69,7 @@ def render_demo_cr(image: str, prometheus_url: str, fault: bool = False) -> dict
             "canary": {
                 "steps": [25, 50, 100],
                 "stepDuration": f"{STEP_SECONDS}s",
-                "analysisInterval": "5s",
+                "analysisInterval": f"{ANALYSIS_SECONDS}s",
                 "maxFailedChecks": 2,
                 "templates": "workload",
                 "onNoData": "hold",
@@ -169,6 +177,8 @@ class Demo:
         """Namespace, a fresh database migrated by a pod on the local node, the Secrets."""
         import psycopg
 
+        # A demo run before on this stack: start again from an empty namespace.
+        self.k("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
         self.k("create", "namespace", NAMESPACE)
         with psycopg.connect(self.state["postgres"], autocommit=True) as conn:
             conn.execute('DROP DATABASE IF EXISTS "cricalgo_demo" WITH (FORCE)')
@@ -223,10 +233,16 @@ class Demo:
 
     def start_operator(self) -> None:
         """The operator as a process of the stack; `dev down` stops it with the rest."""
+        running = self.state["pids"].get("operator")
+        if running and pid_alive(int(running)):
+            self.say(f"operator already running (pid {running})")
+            return
         operator = ManagedProcess(
             "operator",
             [
-                str(Path(sys.executable).parent / "cricalgo-operator"),
+                sys.executable,
+                "-c",
+                OPERATOR_MAIN,
                 f"--kubeconfig={self.state['kubernetes']['kubeconfig']}",
                 f"--metrics-port={free_port()}",
                 f"--liveness=http://127.0.0.1:{free_port()}/healthz",
@@ -393,5 +409,5 @@ def run_demo(state_dir: Path) -> int:
         print(f"  +{t - demo.started:5.0f}s  {message}")
     for name, a, b in phases:
         print(f"  {name}: {b - a:.0f}s; mesh answers {dict(load.statuses(a, b))}")
-    print(f"\nReport: {report}")
+    print(f"\nReport: {report}\nThe stack keeps running; stop it with: cricalgo dev down")
     return code
