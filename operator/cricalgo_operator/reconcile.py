@@ -231,14 +231,32 @@ async def repair_child(
     fresh = Cad.from_body(body)
     if fresh.uid != cad.uid or not _needs_repair(fresh, key, actual):
         return False
-    manifest = next(m for m in render(fresh) if child_id(m) == key)
-    await api.apply(manifest)
+    await api.apply(desired_children(fresh)[key])
     log.info("repaired %s of %s/%s", key, cad.namespace, cad.name)
     return True
 
 
+# Child events arrive by the thousand under load, each needing the owner's render; one
+# render per CR version (uid, resourceVersion) is enough. Bounded, oldest out first.
+_RENDERS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+_RENDERS_MAX = 512
+
+
+def desired_children(cad: Cad) -> dict[str, dict[str, Any]]:
+    """`render(cad)` by child id, memoised per CR version (treat the result as read-only)."""
+    if cad.resource_version is None:
+        return {child_id(m): m for m in render(cad)}
+    key = (cad.uid, cad.resource_version)
+    cached = _RENDERS.get(key)
+    if cached is None:
+        cached = _RENDERS[key] = {child_id(m): m for m in render(cad)}
+        while len(_RENDERS) > _RENDERS_MAX:
+            _RENDERS.pop(next(iter(_RENDERS)))
+    return cached
+
+
 def _needs_repair(cad: Cad, key: str, actual: dict[str, Any] | None) -> bool:
-    desired = next((m for m in render(cad) if child_id(m) == key), None)
+    desired = desired_children(cad).get(key)
     if desired is None:
         return False
     return actual is None or drifted(desired, actual)

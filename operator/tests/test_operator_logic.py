@@ -291,3 +291,16 @@ def test_readiness_watcher_only_acts_when_the_ready_condition_is_stale() -> None
     assert not readiness_changed(current, deployments)
     recovered = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 2))]
     assert readiness_changed(current, recovered)
+
+
+def test_desired_children_are_rendered_once_per_cr_version() -> None:
+    from dataclasses import replace
+
+    from cricalgo_operator.reconcile import desired_children
+
+    v1 = replace(cad(), resource_version="100")
+    first = desired_children(v1)
+    assert desired_children(replace(cad(), resource_version="100")) is first
+    assert "Deployment/pay-app" in first
+    moved = replace(cad("reg/cricalgo:2.0"), resource_version="101")
+    assert desired_children(moved) is not first
