@@ -210,6 +210,7 @@ class DepositWorker:
         self._stop.set()
         if self._worker is not None:
             self._worker.stop(timeout=timeout_ms)
+            self._requeue_prefetched(self._worker)
         if self._relay_thread is not None:
             self._relay_thread.join(timeout=10)
         if self._metrics_server is not None:
@@ -218,6 +219,26 @@ class DepositWorker:
         self.pool.close()
         close_broker(self.broker)
         log.info("worker_stopped")
+
+    def _requeue_prefetched(self, worker: dramatiq.Worker) -> None:
+        """Give back messages the Redis consumer fetched but never handed to a thread.
+
+        Dramatiq's `Worker.stop` requeues its in-memory work queue but not the Redis
+        consumer's prefetch cache; those would wait in this worker's ack set until another
+        worker notices the missing heartbeat (and the relay would find their rows even later).
+        """
+        for thread in list(getattr(worker, "consumers", {}).values()):
+            consumer = getattr(thread, "consumer", None)
+            cache = getattr(consumer, "message_cache", None)
+            if consumer is None or not cache:
+                continue
+            try:
+                messages = [dramatiq.Message.decode(data) for data in cache if data]
+                consumer.requeue(messages)
+                cache.clear()
+                log.info("worker_requeued_prefetched", extra={"count": len(messages)})
+            except Exception as exc:
+                log.warning("worker_requeue_failed", extra={"error": repr(exc)})
 
 
 def run_worker(settings: Settings) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from typing import Any
 
 import httpx
 import psycopg
+import pytest
 import redis
 from cricalgo_workload.broker import enqueue_credit
 from cricalgo_workload.settings import Settings
@@ -37,8 +39,9 @@ def register(client: httpx.Client, auth: dict[str, str], user_id: str) -> Any:
 
 def test_deposit_is_credited_once_even_when_delivered_again(
     client: httpx.Client, auth: dict[str, str], post_deposit: Any, worker: DepositWorker,
-    settings: Settings,
+    settings: Settings, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="cricalgo.workload")
     assert register(client, auth, "alice").status_code == 201
     tx_id = post_deposit(deposit_body(user_id="alice", amount="10.25")).json()["tx_id"]
     wait_for(lambda: status_of(settings.database_url, tx_id) == "done")
@@ -56,6 +59,10 @@ def test_deposit_is_credited_once_even_when_delivered_again(
     transaction = client.get(f"/api/v1/transactions/{tx_id}", headers=auth).json()
     assert transaction["status"] == "done"
     assert transaction["ledger_entry_id"] is not None
+    timing = {r.getMessage(): r for r in caplog.records if getattr(r, "tx_id", None) == tx_id}
+    assert {"deposit_enqueued", "deposit_task_started", "deposit_task_completed"} <= set(timing)
+    assert timing["deposit_enqueued"].since_received_ms >= 0  # type: ignore[attr-defined]
+    assert timing["deposit_task_completed"].duration_ms >= 0  # type: ignore[attr-defined]
 
 
 def test_unknown_user_is_parked_then_credited_on_registration(
