@@ -1,7 +1,7 @@
 """The deposit inbox: the durable record written before the webhook answers 202.
 
-`record_deposit` is the webhook's one write; `pending_for_relay` is how a lost enqueue (or
-a Redis that lost its data) is found again.
+`record_deposits` is the webhook's one write (a group of deliveries per statement);
+`pending_for_relay` is how a lost enqueue (or a Redis that lost its data) is found again.
 """
 
 from __future__ import annotations
@@ -13,15 +13,6 @@ from psycopg import AsyncConnection, Connection
 
 from .deposit_event import DepositEvent
 
-_INSERT = """
-INSERT INTO deposit_inbox
-    (tx_id, provider, event_id, user_id, amount, currency, provider_reference, payload)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (provider, event_id) DO NOTHING
-RETURNING tx_id
-"""
-_EXISTING = "SELECT tx_id FROM deposit_inbox WHERE provider = %s AND event_id = %s"
-
 
 @dataclass(frozen=True)
 class RecordedDeposit:
@@ -29,34 +20,63 @@ class RecordedDeposit:
     duplicate: bool
 
 
-async def record_deposit(
-    conn: AsyncConnection, provider: str, event_id: str, event: DepositEvent, payload: bytes
-) -> RecordedDeposit:
-    """Insert the event (committed on return: the connection is in autocommit) or find the
-    row an earlier delivery of the same event inserted."""
-    tx_id = uuid.uuid4()
+_INSERT_MANY = """
+INSERT INTO deposit_inbox
+    (tx_id, provider, event_id, user_id, amount, currency, provider_reference, payload)
+SELECT * FROM unnest(
+    %s::uuid[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[],
+    %s::bytea[])
+ON CONFLICT (provider, event_id) DO NOTHING
+RETURNING tx_id
+"""
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    provider: str
+    event_id: str
+    event: DepositEvent
+    payload: bytes
+
+
+async def record_deposits(conn: AsyncConnection, items: list[InboxItem]) -> list[RecordedDeposit]:
+    """Insert deliveries in one statement (one commit for the group: autocommit), or find
+    the rows earlier deliveries of the same events inserted.
+
+    Two deliveries of one event in the same group: the first row inserts, the second
+    conflicts with it and gets its tx_id, as a later duplicate would.
+    """
+    tx_ids = [uuid.uuid4() for _ in items]
     cur = await conn.execute(
-        _INSERT,
+        _INSERT_MANY,
         (
-            tx_id,
-            provider,
-            event_id,
-            event.user_id,
-            event.amount,
-            event.currency,
-            event.provider_reference,
-            payload,
+            tx_ids,
+            [i.provider for i in items],
+            [i.event_id for i in items],
+            [i.event.user_id for i in items],
+            [i.event.amount for i in items],
+            [i.event.currency for i in items],
+            [i.event.provider_reference for i in items],
+            [i.payload for i in items],
         ),
     )
-    row = await cur.fetchone()
-    if row is not None:
-        return RecordedDeposit(str(row[0]), duplicate=False)
-    # ON CONFLICT waited for the other inserter to commit, so a new statement sees its row.
-    cur = await conn.execute(_EXISTING, (provider, event_id))
-    row = await cur.fetchone()
-    if row is None:  # pragma: no cover - only if the row was deleted in between
-        raise RuntimeError(f"inbox row for event {event_id!r} vanished")
-    return RecordedDeposit(str(row[0]), duplicate=True)
+    inserted = {row[0] for row in await cur.fetchall()}
+    existing: dict[tuple[str, str], str] = {}
+    missing = [i for i, tx in zip(items, tx_ids, strict=True) if tx not in inserted]
+    if missing:
+        cur = await conn.execute(
+            "SELECT provider, event_id, tx_id FROM deposit_inbox"
+            " WHERE (provider, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([i.provider for i in missing], [i.event_id for i in missing]),
+        )
+        existing = {(p, e): str(tx) for p, e, tx in await cur.fetchall()}
+    results = []
+    for item, tx_id in zip(items, tx_ids, strict=True):
+        if tx_id in inserted:
+            results.append(RecordedDeposit(str(tx_id), duplicate=False))
+        else:
+            results.append(RecordedDeposit(existing[(item.provider, item.event_id)], True))
+    return results
 
 
 @dataclass(frozen=True)

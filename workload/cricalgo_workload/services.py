@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .broker import close_broker, create_broker, enqueue_credit, queue_key
 from .database import create_async_pool
-from .inbox import inbox_stats
+from .inbox import InboxItem, RecordedDeposit, inbox_stats, record_deposits
 from .metrics import PoolCollector, WebhookMetrics
 from .settings import Settings
 from .signatures import decode_secret
@@ -74,6 +74,42 @@ class DepositEnqueuer:
         await self._idle.wait()
 
 
+class InboxWriter:
+    """Group commit for the webhook: deliveries that arrive while a write is in flight are
+    inserted together, in one statement and one commit, by the next free writer. Each
+    request still gets its answer only after its row is committed."""
+
+    def __init__(self, pool: AsyncConnectionPool, writers: int, max_batch: int = 200) -> None:
+        self.pool = pool
+        self.writers = writers
+        self.max_batch = max_batch
+        self.queue: asyncio.Queue[tuple[InboxItem, asyncio.Future[RecordedDeposit]]] = (
+            asyncio.Queue()
+        )
+
+    async def record(self, item: InboxItem) -> RecordedDeposit:
+        future: asyncio.Future[RecordedDeposit] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((item, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < self.max_batch:
+                batch.append(self.queue.get_nowait())
+            try:
+                async with self.pool.connection() as conn:
+                    results = await record_deposits(conn, [item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
 @dataclass
 class AppServices:
     settings: Settings
@@ -83,6 +119,7 @@ class AppServices:
     redis: aioredis.Redis
     webhook_keys: tuple[bytes, ...]
     enqueuer: DepositEnqueuer
+    inbox: InboxWriter
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -103,6 +140,7 @@ class AppServices:
             pool=pool,
             broker=broker,
             enqueuer=DepositEnqueuer(broker, settings),
+            inbox=InboxWriter(pool, writers=settings.pool_max_size),
             redis=aioredis.Redis.from_url(
                 settings.redis_url, socket_connect_timeout=1, socket_timeout=2
             ),
@@ -137,6 +175,8 @@ class AppServices:
         await self.pool.open(wait=False)
         self._tasks.append(asyncio.create_task(self._gauge_loop()))
         self._tasks.append(asyncio.create_task(self.enqueuer.run()))
+        for _ in range(self.inbox.writers):
+            self._tasks.append(asyncio.create_task(self.inbox.run()))
         try:
             yield self
         finally:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .deposit_event import InvalidDeposit, parse_deposit
-from .inbox import record_deposit
+from .inbox import InboxItem
 from .services import AppServices
 from .signatures import SignatureError, verify
 
@@ -71,10 +71,9 @@ async def deposit_webhook(request: Request) -> JSONResponse:
         return _error(422, "invalid_body", exc.message, field=exc.field)
 
     try:
-        async with services.pool.connection() as conn:
-            recorded = await record_deposit(
-                conn, settings.webhook_provider, delivery.webhook_id, event, body
-            )
+        recorded = await services.inbox.record(
+            InboxItem(settings.webhook_provider, delivery.webhook_id, event, body)
+        )
     except (PoolTimeout, psycopg.Error) as exc:
         # Not durable, so not accepted: the provider must deliver again.
         log.warning("deposit_not_durable", extra={"error": repr(exc)})

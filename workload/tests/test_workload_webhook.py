@@ -82,3 +82,22 @@ def test_redis_down_still_accepts_and_the_relay_delivers(
     wait_for(lambda: {row[5] for row in inbox_rows(settings.database_url)} == {"done"}, timeout=30)
     user = client.get("/api/v1/users/alice", headers=auth).json()
     assert user["balances"] == {"EUR": "3"}
+
+
+async def test_group_insert_handles_duplicates_inside_and_across_groups(database_url: str) -> None:
+    from cricalgo_workload.deposit_event import parse_deposit
+    from cricalgo_workload.inbox import InboxItem, record_deposits
+
+    def item(event_id: str) -> InboxItem:
+        body = deposit_body()
+        return InboxItem("prov", event_id, parse_deposit(body), body)
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        first = await record_deposits(conn, [item("e1"), item("e2"), item("e1")])
+        again = await record_deposits(conn, [item("e2"), item("e3")])
+
+    assert [r.duplicate for r in first] == [False, False, True]
+    assert first[2].tx_id == first[0].tx_id
+    assert again[0].tx_id == first[1].tx_id
+    assert [r.duplicate for r in again] == [True, False]
+    assert len(inbox_rows(database_url)) == 3
