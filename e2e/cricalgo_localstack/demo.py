@@ -87,6 +87,7 @@ class MeshLoad:
     mesh_url: str
     threads: int = 3
     answers: list[tuple[float, int]] = field(default_factory=list)
+    accepted: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -105,10 +106,13 @@ class MeshLoad:
                         headers=signed_headers(SECRET, body),
                     )
                     status = response.status_code
-                except httpx.TransportError:
-                    status = 0
+                    tx_id = response.json().get("tx_id") if status == 202 else None
+                except (httpx.TransportError, ValueError):
+                    status, tx_id = 0, None
                 with self._lock:
                     self.answers.append((time.time(), status))
+                    if tx_id:
+                        self.accepted.add(str(tx_id))
                 self._stop.wait(0.05)
 
     def start(self) -> None:
@@ -267,9 +271,34 @@ class Demo:
             while time.time() < deadline:
                 if http.get("/healthz").status_code == 200:
                     self.say(f"the mesh routes {HOST} to the app")
+                    # Deposits for a registered user are credited (others are parked).
+                    registered = http.post(
+                        "/api/v1/users",
+                        json={"user_id": "alice"},
+                        headers={"Authorization": "Bearer demo-token"},
+                    )
+                    self.say(f"user alice registered ({registered.status_code})")
                     return
                 time.sleep(0.5)
         raise TimeoutError(f"the mesh did not route {HOST} within {timeout:.0f}s")
+
+    def lost_deposits(self, accepted: set[str], timeout: float = 120) -> tuple[int, int]:
+        """(deposits answered 202 but not credited, deposits credited more than once),
+        once the workers have drained the queue or `timeout` has passed."""
+        import psycopg
+
+        dsn = self.state["postgres"].rsplit("/", 1)[0] + "/cricalgo_demo"
+        deadline = time.time() + timeout
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while True:
+                rows = conn.execute(
+                    "SELECT tx_id::text, count(*) FROM ledger_entries GROUP BY tx_id"
+                ).fetchall()
+                credited = {tx: n for tx, n in rows}
+                lost = len(accepted - set(credited))
+                if lost == 0 or time.time() > deadline:
+                    return lost, sum(1 for n in credited.values() if n > 1)
+                time.sleep(2)
 
     # -- following the canary -----------------------------------------------------------
 
@@ -401,6 +430,13 @@ def run_demo(state_dir: Path) -> int:
         code = 1
     finally:
         load.stop()
+    if code == 0:
+        lost, doubled = demo.lost_deposits(load.accepted)
+        demo.say(
+            f"deposits answered 202: {len(load.accepted)}; not credited: {lost}; "
+            f"credited twice: {doubled}"
+        )
+        code = 1 if lost or doubled else 0
     report = state_dir / "demo" / f"report-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.html"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(demo, load, phases))
