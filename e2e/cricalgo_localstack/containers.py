@@ -138,13 +138,29 @@ class ContainerProcess:
         return self.readiness.passing if self.readiness else True
 
     def stop(self, grace: float) -> None:
-        """SIGTERM, wait `grace` seconds, SIGKILL: the container's whole process group."""
+        """The preStop hook, then SIGTERM, then SIGKILL once `grace` seconds (counted from
+        the start, hook included, as a kubelet counts them) have passed."""
         if self.popen is None:
             return
-        terminate_group(self.popen.pid, grace, signal.SIGTERM)
+        started = time.monotonic()
+        hook = (self.spec.get("lifecycle") or {}).get("preStop")
+        if hook and self.running():
+            self._pre_stop(hook, grace)
+        remaining = max(grace - (time.monotonic() - started), 0.0)
+        terminate_group(self.popen.pid, remaining, signal.SIGTERM)
         code = self.popen.wait()
         self._exited(code, "Completed" if code == 0 else "Error", "", time.monotonic())
         self.restart_at = None
+
+    def _pre_stop(self, hook: Mapping[str, Any], grace: float) -> None:
+        """Run a preStop hook (`sleep`, `exec` or `httpGet`) for at most `grace` seconds."""
+        if "sleep" in hook:
+            time.sleep(min(float(hook["sleep"].get("seconds", 0)), grace))
+            return
+        probe = {**hook, "timeoutSeconds": max(grace, 1)}
+        _, message = run_probe(probe, self.pod_ip, self.spec.get("ports") or [], self.env)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- preStop: {message}\n".encode())
 
     def _exited(self, code: int, reason: str, message: str, now: float) -> None:
         # A signal death shows as 128 + signal number, like a container runtime reports it.

@@ -287,3 +287,23 @@ def test_pod_reaches_the_api_server_as_its_service_account(
     # A bound token: the API server knows which pod holds it.
     assert identity["extra"]["authentication.kubernetes.io/pod-name"] == ["with-sa"]
     assert "KUBECONFIG" not in json.loads(http(f"http://{without_sa}:8080/env")[1])["env"]
+
+
+def test_deletion_runs_the_prestop_hook_before_sigterm(
+    kube_cluster: KubeCluster, local_node: LocalNode, namespace: str
+) -> None:
+    marker = kube_cluster.scratch / f"prestop-{namespace}"
+    pod = probe_pod(
+        "hooked",
+        lifecycle={"preStop": {"exec": {"command": ["sh", "-c", f"echo $POD_NAME > {marker}"]}}},
+    )
+    apply(kube_cluster, namespace, pod)
+    wait_ready(kube_cluster, namespace, "hooked")
+
+    kube_cluster.kubectl("delete", "pod", "hooked", "-n", namespace, "--wait=false")
+    eventually(
+        lambda: get_pod(kube_cluster, namespace, "hooked") is None, 30, "the pod object removed"
+    )
+    assert marker.read_text() == "hooked\n"
+    log = (local_node.logs_dir / namespace / "hooked" / "probe.log").read_text()
+    assert log.index("--- preStop: exec sh exited 0") < log.index("signal 15, shutting down")
