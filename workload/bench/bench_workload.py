@@ -35,9 +35,13 @@ HERE = Path(__file__).parent
 USERS = [f"user{i}" for i in range(100)]
 
 
+_created: list[Path] = []
+
+
 def private_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f"cricalgo-bench-{prefix}-"))
     path.chmod(0o700)
+    _created.append(path)
     return path
 
 
@@ -251,8 +255,10 @@ def main() -> None:
         for p in processes:
             if p.poll() is None:
                 stop(p)
-        postgres.remove_data() if hasattr(postgres, "remove_data") else postgres.stop()
+        postgres.remove_data()
         redis_server.stop()
+        for path in _created:
+            shutil.rmtree(path, ignore_errors=True)
 
     print(f"\nCricAlgo workload benchmark — {os.cpu_count()} CPUs, {args.seconds}s per run\n")
     columns = ["req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
@@ -268,7 +274,6 @@ def main() -> None:
     print(f"\nratio b/a at saturation: {sat[1]['rps'] / sat[0]['rps']:.2f}")
     for n, rate in credit.items():
         print(f"(c) deposits credited end to end, {n} worker process(es) x 8 threads: {rate:.0f}/s")
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
