@@ -140,6 +140,7 @@ class Demo:
         self.samples: list[dict[str, Any]] = []
         self.events: list[tuple[float, str]] = []
         self.started = time.time()
+        self.operator: ManagedProcess | None = None
 
     def k(self, *args: str, input: str | None = None) -> str:
         proc = subprocess.run(
@@ -255,6 +256,7 @@ class Demo:
             self.state_dir / "operator.log",
         )
         operator.start()
+        self.operator = operator
         assert operator.pid is not None
         self.state["pids"]["operator"] = operator.pid
         self.state.setdefault("stop_signals", {})["operator"] = 15
@@ -403,47 +405,77 @@ def render_report(demo: Demo, load: MeshLoad, phases: list[tuple[str, float, flo
 """
 
 
-def run_demo(state_dir: Path) -> int:
-    """Run both canaries on the running stack; 0 when both outcomes were seen."""
+@dataclass
+class DemoResult:
+    """What the demo observed, for its printout and for the e2e tests."""
+
+    outcomes: list[str] = field(default_factory=list)
+    phases: list[tuple[str, float, float]] = field(default_factory=list)
+    mesh_answers: dict[str, Counter[int]] = field(default_factory=dict)
+    accepted: int = 0
+    lost: int | None = None
+    doubled: int | None = None
+    error: str | None = None
+    report: Path | None = None
+    # The operator process the demo started (it outlives the demo, like the stack).
+    operator: ManagedProcess | None = None
+
+    @property
+    def ok(self) -> bool:
+        both = self.outcomes == ["promoted", "rolledBack"]
+        return both and self.error is None and self.lost == 0 and self.doubled == 0
+
+
+def run_scenarios(state_dir: Path) -> DemoResult:
+    """Promote v2, roll back v3, check the ledger; write the report."""
     demo = Demo(state_dir)
     load = MeshLoad(demo.state["nginx"])
-    phases: list[tuple[str, float, float]] = []
+    result = DemoResult()
     try:
         demo.prepare()
         demo.start_operator()
-        phases.append(("deploy v1", *demo.rollout("cricalgo/workload:v1", False, "ready")))
+        result.phases.append(("deploy v1", *demo.rollout("cricalgo/workload:v1", False, "ready")))
         demo.wait_for_mesh()
         load.start()
         demo.say(f"signed deposit webhooks flowing through the mesh ({HOST})")
         time.sleep(10)
-        phases.append(
-            ("canary v2 (healthy)", *demo.rollout("cricalgo/workload:v2", False, "promoted"))
-        )
+        v2 = demo.rollout("cricalgo/workload:v2", False, "promoted")
+        result.phases.append(("canary v2 (healthy)", *v2))
+        result.outcomes.append("promoted")
         demo.say("v2 promoted")
-        phases.append(
-            ("canary v3 (faulty)", *demo.rollout("cricalgo/workload:v3", True, "rolledBack"))
-        )
+        v3 = demo.rollout("cricalgo/workload:v3", True, "rolledBack")
+        result.phases.append(("canary v3 (faulty)", *v3))
+        result.outcomes.append("rolledBack")
         demo.say("v3 rolled back")
-        code = 0
     except (TimeoutError, RuntimeError) as err:
+        result.error = str(err)
         demo.say(f"demo stopped: {err}")
-        code = 1
     finally:
         load.stop()
-    if code == 0:
-        lost, doubled = demo.lost_deposits(load.accepted)
+    result.accepted = len(load.accepted)
+    result.operator = demo.operator
+    if result.error is None:
+        result.lost, result.doubled = demo.lost_deposits(load.accepted)
         demo.say(
-            f"deposits answered 202: {len(load.accepted)}; not credited: {lost}; "
-            f"credited twice: {doubled}"
+            f"deposits answered 202: {result.accepted}; not credited: {result.lost}; "
+            f"credited twice: {result.doubled}"
         )
-        code = 1 if lost or doubled else 0
-    report = state_dir / "demo" / f"report-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.html"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(render_report(demo, load, phases))
+    result.mesh_answers = {name: load.statuses(a, b) for name, a, b in result.phases}
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    result.report = state_dir / "demo" / f"report-{stamp}.html"
+    result.report.parent.mkdir(parents=True, exist_ok=True)
+    result.report.write_text(render_report(demo, load, result.phases))
     print("\nTimeline:")
     for t, message in demo.events:
         print(f"  +{t - demo.started:5.0f}s  {message}")
-    for name, a, b in phases:
-        print(f"  {name}: {b - a:.0f}s; mesh answers {dict(load.statuses(a, b))}")
-    print(f"\nReport: {report}\nThe stack keeps running; stop it with: cricalgo dev down")
-    return code
+    for name, a, b in result.phases:
+        print(f"  {name}: {b - a:.0f}s; mesh answers {dict(result.mesh_answers[name])}")
+    print(f"\nReport: {result.report}")
+    return result
+
+
+def run_demo(state_dir: Path) -> int:
+    """Run both canaries on the running stack; 0 when both outcomes were seen."""
+    result = run_scenarios(state_dir)
+    print("The stack keeps running; stop it with: cricalgo dev down")
+    return 0 if result.ok else 1
