@@ -218,6 +218,8 @@ def main() -> int:
                     sys.executable,
                     "-m",
                     "cricalgo_operator",
+                    # Reconciliation alone: weights here are set by the test, not analysis.
+                    "--no-analysis",
                     "--kubeconfig",
                     str(kubeconfig),
                     "--namespace",

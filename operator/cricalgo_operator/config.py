@@ -10,6 +10,7 @@
 | --log-format | CRICALGO_LOG_FORMAT | json (or text) |
 | --log-level | CRICALGO_LOG_LEVEL | INFO |
 | --watch-timeout | CRICALGO_WATCH_TIMEOUT (seconds) | 300 |
+| --no-analysis | CRICALGO_ANALYSIS=false | analysis on (the canary daemon moves weights) |
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class OperatorConfig:
     log_format: str = "json"
     log_level: str = "INFO"
     watch_timeout: int = 300
+    # Off: reconcile children and revisions only; no daemon judges SLOs or moves weights.
+    analysis: bool = True
 
     @property
     def clusterwide(self) -> bool:
@@ -48,6 +51,15 @@ def _int(value: str, what: str, minimum: int) -> int:
     if number < minimum:
         raise ConfigError(f"{what} must be >= {minimum}, got {number}")
     return number
+
+
+def _bool(value: str, what: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
 def parse_config(
@@ -73,6 +85,13 @@ def parse_config(
     )
     parser.add_argument("--log-level", default=env.get("CRICALGO_LOG_LEVEL", defaults.log_level))
     parser.add_argument("--watch-timeout", default=env.get("CRICALGO_WATCH_TIMEOUT"))
+    parser.add_argument(
+        "--no-analysis",
+        dest="analysis",
+        action="store_false",
+        default=_bool(env.get("CRICALGO_ANALYSIS", "true"), "CRICALGO_ANALYSIS"),
+        help="reconcile only: do not run canary analysis (weights stay where they are set)",
+    )
     args = parser.parse_args(argv)
     namespaces = args.namespaces or [
         n.strip() for n in env.get("CRICALGO_NAMESPACES", "").split(",") if n.strip()
@@ -92,4 +111,5 @@ def parse_config(
         watch_timeout=_int(args.watch_timeout, "watch timeout", 10)
         if args.watch_timeout
         else defaults.watch_timeout,
+        analysis=args.analysis,
     )

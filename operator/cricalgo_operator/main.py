@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cricalgo-operator: {error}", file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
+    if config.analysis:
+        # Registers the per-CR canary analysis daemon with Kopf before it runs.
+        from .canary import daemon  # noqa: F401
     if config.metrics_port:
         start_http_server(config.metrics_port)
     scope = "all namespaces" if config.clusterwide else ", ".join(config.namespaces)

@@ -123,6 +123,8 @@ class OperatorProcess:
                     sys.executable,
                     "-m",
                     "cricalgo_operator",
+                    # Reconciliation alone: weights here are set by the test, not analysis.
+                    "--no-analysis",
                     "--kubeconfig",
                     str(self.kubeconfig),
                     "--metrics-port",

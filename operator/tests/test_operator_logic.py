@@ -304,3 +304,13 @@ def test_desired_children_are_rendered_once_per_cr_version() -> None:
     assert "Deployment/pay-app" in first
     moved = replace(cad("reg/cricalgo:2.0"), resource_version="101")
     assert desired_children(moved) is not first
+
+
+def test_analysis_is_on_unless_switched_off_by_flag_or_environment() -> None:
+    from cricalgo_operator.config import ConfigError, parse_config
+
+    assert parse_config([], {}).analysis is True
+    assert parse_config(["--no-analysis"], {}).analysis is False
+    assert parse_config([], {"CRICALGO_ANALYSIS": "false"}).analysis is False
+    with pytest.raises(ConfigError, match="CRICALGO_ANALYSIS must be true or false"):
+        parse_config([], {"CRICALGO_ANALYSIS": "maybe"})
