@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
-        dev-status constraints images chart-sync alerts load bench-canary clean
+        dev-status constraints images chart-sync alerts load bench-canary bench-operator bench-workload e2e dev-logs clean
 
 demo: setup
 	$(BIN)/cricalgo dev demo
@@ -63,6 +63,20 @@ load: setup
 # Benchmarks (not tests): numbers against a bound or baseline measured in the same run.
 bench-canary: setup
 	$(BIN)/python operator/bench/bench_canary.py --runs 3
+
+bench-operator: setup
+	$(BIN)/python -m cricalgo_operator.bench
+
+bench-workload: setup
+	$(BIN)/python workload/bench/bench_workload.py
+
+# The end-to-end canary scenarios alone (promote v2, roll back v3, every deposit credited once).
+e2e: setup
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+# A pod's output on the local stack: make dev-logs POD=name [NS=namespace]
+dev-logs: venv
+	$(BIN)/cricalgo dev logs $(POD) -n $(or $(NS),default)
 
 unit: venv
 	$(BIN)/pytest -m "not cluster and not e2e" $(PYTEST_ARGS)
