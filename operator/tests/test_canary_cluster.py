@@ -56,7 +56,9 @@ def _load_helper(name: str) -> ModuleType:
 traffic = sys.modules.get("canary_traffic") or _load_helper("canary_traffic")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
+    # A bound on liveness, not a timing assertion: on a loaded 2-core machine the first
+    # analysis ticks can read "no data" while Prometheus fills its window.
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -176,7 +178,7 @@ class Canary:
         self.seen.append(status)
         return status
 
-    def wait(self, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60) -> Any:
+    def wait(self, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 120) -> Any:
         return wait_for(what, lambda: (lambda s: s if check(s) else None)(self.status()), timeout)
 
     def weights(self) -> list[int]:

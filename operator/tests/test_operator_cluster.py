@@ -26,7 +26,7 @@ import pytest
 import yaml
 from cricalgo_operator.children import drifted
 from cricalgo_operator.connection import load_connection
-from cricalgo_operator.kubeapi import KubeApi
+from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
 from cricalgo_operator.rollout import set_weight
@@ -240,9 +240,18 @@ def status_of(body: dict[str, Any]) -> dict[str, Any]:
 async def set_weight_as(kubeconfig: Path, namespace: str, weight: int) -> Cad:
     api = KubeApi.from_connection(load_connection(str(kubeconfig)))
     try:
-        body = await api.get("cricalgo.io/v1alpha1", "CricAlgoDeployment", namespace, "pay")
-        assert body is not None
-        return await set_weight(api, Cad.from_body(body), weight)
+        # The status write is conditional on the CR's resourceVersion; when the operator
+        # wrote status in between, read again and retry, as any client of the API must.
+        for attempt in range(5):
+            body = await api.get("cricalgo.io/v1alpha1", "CricAlgoDeployment", namespace, "pay")
+            assert body is not None
+            try:
+                return await set_weight(api, Cad.from_body(body), weight)
+            except ApiError as error:
+                if error.status != 409 or attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
     finally:
         await api.close()
 
