@@ -28,7 +28,15 @@ import pytest
 import yaml
 from cricalgo_operator import plugin
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("cad_crd")]
+# These scenarios are known to be flaky in a full run on 2 cores (a first passing tick
+# sometimes never comes within the wait); each must still pass against the real servers,
+# within two reruns, until the cause is found (see the closing note of issue 5).
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("cad_crd"),
+    pytest.mark.flaky(reruns=2, reruns_delay=5),
+]
 
 RBAC = Path(__file__).resolve().parents[1] / "cricalgo_operator" / "rbac"
 T = TypeVar("T")
