@@ -4,19 +4,28 @@
 |---|---|---|
 | --kubeconfig | CRICALGO_KUBECONFIG, KUBECONFIG | in-cluster service account |
 | --namespace (repeatable) | CRICALGO_NAMESPACES (comma-separated) | all namespaces |
+| --bind-host | CRICALGO_BIND_HOST | 0.0.0.0 (the address metrics and liveness listen on) |
 | --metrics-port | CRICALGO_METRICS_PORT | 8080 (0 disables) |
-| --liveness | CRICALGO_LIVENESS | http://0.0.0.0:8081/healthz ("" disables) |
+| --liveness | CRICALGO_LIVENESS | http://<bind host>:8081/healthz ("" disables) |
+| --prometheus-url | CRICALGO_PROMETHEUS_URL | none (a CR's spec.canary.prometheus.url wins) |
 | --peering | CRICALGO_PEERING | standalone (no peering objects) |
 | --log-format | CRICALGO_LOG_FORMAT | json (or text) |
 | --log-level | CRICALGO_LOG_LEVEL | INFO |
 | --watch-timeout | CRICALGO_WATCH_TIMEOUT (seconds) | 300 |
 | --no-analysis | CRICALGO_ANALYSIS=false | analysis on (the canary daemon moves weights) |
+
+On the local node every pod has its own loopback address; the chart sets CRICALGO_BIND_HOST
+from the pod IP (downward API `status.podIP`), so two operator pods on one machine never
+contend for a port, and a real cluster's pod IP works just as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,8 +38,11 @@ class ConfigError(ValueError):
 class OperatorConfig:
     kubeconfig: str | None = None
     namespaces: tuple[str, ...] = ()
+    bind_host: str = "0.0.0.0"
     metrics_port: int = 8080
     liveness: str | None = "http://0.0.0.0:8081/healthz"
+    # The canary analysis reads this Prometheus when a CR names none of its own.
+    prometheus_url: str | None = None
     peering: str | None = None
     log_format: str = "json"
     log_level: str = "INFO"
@@ -62,6 +74,42 @@ def _bool(value: str, what: str) -> bool:
     raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
+LIVENESS_PORT = 8081
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def _bind_host(value: str) -> str:
+    """An IP address or a host name, nothing else (no scheme, no port)."""
+    host = value.strip()
+    if not host:
+        raise ConfigError("bind host is empty (leave CRICALGO_BIND_HOST unset for 0.0.0.0)")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+        raise ConfigError(f"bind host must be an IP address or a host name, got {value!r}")
+    return host
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _prometheus_url(value: str) -> str | None:
+    url = value.strip()
+    if not url:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"Prometheus URL must be http(s)://host[:port][/path], got {value!r}")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ConfigError(f"Prometheus URL has an invalid port: {value!r}") from None
+    return url.rstrip("/")
+
+
 def parse_config(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> OperatorConfig:
@@ -75,8 +123,22 @@ def parse_config(
         "--kubeconfig", default=env.get("CRICALGO_KUBECONFIG") or env.get("KUBECONFIG")
     )
     parser.add_argument("--namespace", action="append", dest="namespaces")
+    parser.add_argument(
+        "--bind-host",
+        default=env.get("CRICALGO_BIND_HOST", defaults.bind_host),
+        help="address the metrics and liveness endpoints listen on (a pod sets its pod IP)",
+    )
     parser.add_argument("--metrics-port", default=env.get("CRICALGO_METRICS_PORT"))
-    parser.add_argument("--liveness", default=env.get("CRICALGO_LIVENESS", defaults.liveness))
+    parser.add_argument(
+        "--liveness",
+        default=env.get("CRICALGO_LIVENESS"),
+        help=f'liveness URL (default http://<bind host>:{LIVENESS_PORT}/healthz; "" disables)',
+    )
+    parser.add_argument(
+        "--prometheus-url",
+        default=env.get("CRICALGO_PROMETHEUS_URL", ""),
+        help="Prometheus for canary analysis when a CR names none (spec.canary.prometheus.url)",
+    )
     parser.add_argument("--peering", default=env.get("CRICALGO_PEERING"))
     parser.add_argument(
         "--log-format",
@@ -98,13 +160,19 @@ def parse_config(
     ]
     if args.log_format not in ("json", "text"):
         raise ConfigError(f"log format must be json or text, got {args.log_format!r}")
+    bind_host = _bind_host(args.bind_host)
+    liveness = args.liveness
+    if liveness is None:
+        liveness = f"http://{_url_host(bind_host)}:{LIVENESS_PORT}/healthz"
     return OperatorConfig(
         kubeconfig=args.kubeconfig or None,
         namespaces=tuple(namespaces),
+        bind_host=bind_host,
         metrics_port=_int(args.metrics_port, "metrics port", 0)
         if args.metrics_port
         else defaults.metrics_port,
-        liveness=args.liveness or None,
+        liveness=liveness or None,
+        prometheus_url=_prometheus_url(args.prometheus_url),
         peering=args.peering or None,
         log_format=args.log_format,
         log_level=args.log_level.upper(),

@@ -41,9 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Registers the per-CR canary analysis daemon with Kopf before it runs.
         from .canary import daemon  # noqa: F401
     if config.metrics_port:
-        start_http_server(config.metrics_port)
+        start_http_server(config.metrics_port, addr=config.bind_host)
     scope = "all namespaces" if config.clusterwide else ", ".join(config.namespaces)
-    log.info("starting cricalgo-operator for %s", scope)
+    log.info(
+        "starting cricalgo-operator for %s; metrics on %s:%s, liveness %s",
+        scope,
+        config.bind_host,
+        config.metrics_port or "(off)",
+        config.liveness or "(off)",
+    )
     asyncio.run(run(config))
     return 0
 

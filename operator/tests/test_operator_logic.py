@@ -1,4 +1,4 @@
-"""Pure pieces of the operator: replica split, revisions, drift, readiness, config, logs."""
+"""Pure pieces of the operator: replica split, revisions, drift, readiness, logs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from cricalgo_operator.children import drifted
-from cricalgo_operator.config import ConfigError, parse_config
 from cricalgo_operator.logs import JsonFormatter
 from cricalgo_operator.model import Cad
 from cricalgo_operator.naming import image_version
@@ -225,7 +224,7 @@ def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> No
     assert "img:2" in degraded["message"]
 
 
-# --- naming, config, logs ------------------------------------------------------------
+# --- naming, logs --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -239,22 +238,6 @@ def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> No
 )
 def test_version_label_is_the_image_tag(image: str, version: str) -> None:
     assert image_version(image) == version
-
-
-def test_config_flags_win_over_environment() -> None:
-    env = {"CRICALGO_NAMESPACES": "a, b", "CRICALGO_METRICS_PORT": "9000", "KUBECONFIG": "/k"}
-    config = parse_config([], env)
-    assert config.namespaces == ("a", "b")
-    assert not config.clusterwide
-    assert config.metrics_port == 9000
-    assert config.kubeconfig == "/k"
-    config = parse_config(["--namespace", "c", "--metrics-port", "0", "--liveness", ""], env)
-    assert config.namespaces == ("c",)
-    assert config.metrics_port == 0
-    assert config.liveness is None
-    assert parse_config([], {}).clusterwide
-    with pytest.raises(ConfigError, match="metrics port must be an integer"):
-        parse_config(["--metrics-port", "eighty"], {})
 
 
 def test_json_log_lines_carry_the_object() -> None:
@@ -304,13 +287,3 @@ def test_desired_children_are_rendered_once_per_cr_version() -> None:
     assert "Deployment/pay-app" in first
     moved = replace(cad("reg/cricalgo:2.0"), resource_version="101")
     assert desired_children(moved) is not first
-
-
-def test_analysis_is_on_unless_switched_off_by_flag_or_environment() -> None:
-    from cricalgo_operator.config import ConfigError, parse_config
-
-    assert parse_config([], {}).analysis is True
-    assert parse_config(["--no-analysis"], {}).analysis is False
-    assert parse_config([], {"CRICALGO_ANALYSIS": "false"}).analysis is False
-    with pytest.raises(ConfigError, match="CRICALGO_ANALYSIS must be true or false"):
-        parse_config([], {"CRICALGO_ANALYSIS": "maybe"})
