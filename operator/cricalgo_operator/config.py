@@ -6,7 +6,7 @@
 | --namespace (repeatable) | CRICALGO_NAMESPACES (comma-separated) | all namespaces |
 | --bind-host | CRICALGO_BIND_HOST | 0.0.0.0 (the address metrics and liveness listen on) |
 | --metrics-port | CRICALGO_METRICS_PORT | 8080 (0 disables) |
-| --liveness | CRICALGO_LIVENESS | http://<bind host>:8081/healthz ("" disables) |
+| --liveness | CRICALGO_LIVENESS | http://<bind host>:8081/healthz ("" off; no host: bind host) |
 | --prometheus-url | CRICALGO_PROMETHEUS_URL | none (a CR's spec.canary.prometheus.url wins) |
 | --peering | CRICALGO_PEERING | standalone (no peering objects) |
 | --log-format | CRICALGO_LOG_FORMAT | json (or text) |
@@ -96,6 +96,25 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _liveness(value: str | None, bind_host: str) -> str | None:
+    """Unset: on the bind host. A URL without a host (`http://:8081/healthz`, what the chart
+    passes) also listens on the bind host, so an IPv6 pod IP needs no brackets in a manifest."""
+    if value is None:
+        return f"http://{_url_host(bind_host)}:{LIVENESS_PORT}/healthz"
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme != "http":
+        raise ConfigError(f"liveness URL must be http://[host]:port/path, got {value!r}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ConfigError(f"liveness URL has an invalid port: {value!r}") from None
+    if parts.hostname:
+        return value
+    return urllib.parse.urlunsplit(("http", f"{_url_host(bind_host)}:{port}", parts.path, "", ""))
+
+
 def _prometheus_url(value: str) -> str | None:
     url = value.strip()
     if not url:
@@ -161,9 +180,7 @@ def parse_config(
     if args.log_format not in ("json", "text"):
         raise ConfigError(f"log format must be json or text, got {args.log_format!r}")
     bind_host = _bind_host(args.bind_host)
-    liveness = args.liveness
-    if liveness is None:
-        liveness = f"http://{_url_host(bind_host)}:{LIVENESS_PORT}/healthz"
+    liveness = _liveness(args.liveness, bind_host)
     return OperatorConfig(
         kubeconfig=args.kubeconfig or None,
         namespaces=tuple(namespaces),

@@ -59,6 +59,20 @@ def test_an_explicit_liveness_url_keeps_its_own_host() -> None:
     assert parse_config(["--bind-host", "10.0.0.5", "--liveness", ""], {}).liveness is None
 
 
+def test_a_liveness_url_without_a_host_listens_on_the_bind_host() -> None:
+    # The chart passes `http://:PORT/healthz` and the pod IP as the bind host.
+    config = parse_config(["--liveness", "http://:9000/healthz"], {"CRICALGO_BIND_HOST": "fd00::7"})
+    assert config.liveness == "http://[fd00::7]:9000/healthz"
+    config = parse_config(["--liveness", "http://:9000/live"], {"CRICALGO_BIND_HOST": "10.1.2.3"})
+    assert config.liveness == "http://10.1.2.3:9000/live"
+
+
+@pytest.mark.parametrize("bad", ["https://:8081/healthz", "8081", "http://:port/healthz"])
+def test_a_liveness_endpoint_kopf_cannot_serve_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="liveness URL"):
+        parse_config(["--liveness", bad], {})
+
+
 @pytest.mark.parametrize("bad", ["", "http://10.0.0.5", "10.0.0.5:8080", "-bad-", "a b"])
 def test_a_bind_host_that_is_no_address_is_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="bind host"):
