@@ -115,6 +115,29 @@ def test_operator_pod_is_hardened(helm: str) -> None:
     assert container["resources"]["limits"]["memory"]
 
 
+def test_operator_listens_on_its_pod_ip(helm: str) -> None:
+    container = _deployment(_render(helm))["spec"]["template"]["spec"]["containers"][0]
+    env = {var["name"]: var for var in container["env"]}
+    assert env["CRICALGO_BIND_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "--liveness=http://:8081/healthz" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["port"] == "healthz"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"metrics": 8080, "healthz": 8081}
+
+
+def test_analysis_settings_reach_the_operator(helm: str) -> None:
+    def args(*sets: str) -> list[str]:
+        docs = _render(helm, *sets)
+        return list(_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    default = args()
+    assert not any(arg.startswith("--prometheus-url") for arg in default)
+    assert "--no-analysis" not in default
+    url = "http://prometheus-operated.monitoring.svc:9090"
+    assert f"--prometheus-url={url}" in args(f"prometheusUrl={url}")
+    assert "--no-analysis" in args("analysis=false")
+
+
 def test_schema_refuses_unknown_and_ill_typed_values(helm: str) -> None:
     unknown = _helm(helm, "template", "x", str(CHART), "--set", "replicas=2", check=False)
     assert unknown.returncode != 0
@@ -122,6 +145,11 @@ def test_schema_refuses_unknown_and_ill_typed_values(helm: str) -> None:
     bad_level = _helm(helm, "template", "x", str(CHART), "--set", "logLevel=LOUD", check=False)
     assert bad_level.returncode != 0
     assert "logLevel" in bad_level.stderr
+    bad_url = _helm(
+        helm, "template", "x", str(CHART), "--set", "prometheusUrl=prometheus:9090", check=False
+    )
+    assert bad_url.returncode != 0
+    assert "prometheusUrl" in bad_url.stderr
 
 
 @pytest.mark.cluster
