@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
 # revision (a canary); everything else (replicas, traffic, canary settings) is not.
 POD_INPUT_FIELDS = ("image", "imagePullPolicy", "env", "resources", "database", "redis")
 POD_INPUT_SUBFIELDS = {
-    "app": ("port", "metricsPort"),
+    "app": ("port", "metricsPort", "preStopSleepSeconds"),
     "worker": ("queues", "concurrency", "metricsPort"),
 }
 

@@ -18,6 +18,9 @@ DEFAULT_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "512Mi"},
 }
 TERMINATION_GRACE = {"app": 30, "worker": 60}  # workers finish an in-flight deposit
+# A terminating app pod keeps serving this long before SIGTERM: endpoint removal reaches
+# the mesh and kube-proxy asynchronously, and requests routed meanwhile must not fail.
+PRE_STOP_SLEEP_SECONDS = 5
 RUN_AS = 10001
 
 
@@ -28,6 +31,12 @@ def app_metrics_port(inputs: dict[str, Any]) -> int:
 
 def app_port(inputs: dict[str, Any]) -> int:
     return int((inputs.get("app") or {}).get("port") or 8000)
+
+
+def pre_stop_seconds(inputs: dict[str, Any]) -> int:
+    """`app.preStopSleepSeconds` (unset: the default; 0: no preStop hook)."""
+    seconds = (inputs.get("app") or {}).get("preStopSleepSeconds")
+    return PRE_STOP_SLEEP_SECONDS if seconds is None else int(seconds)
 
 
 def worker_metrics_port(inputs: dict[str, Any]) -> int:
@@ -127,6 +136,11 @@ def render_pod_template(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    grace = TERMINATION_GRACE[component]
+    if component == "app" and pre_stop_seconds(inputs) > 0:
+        # The sleep runs inside the grace period, so the drain keeps its whole budget.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_seconds(inputs)}}}
+        grace += pre_stop_seconds(inputs)
     return {
         "metadata": {
             "labels": labels,
@@ -141,7 +155,7 @@ def render_pod_template(
             "serviceAccountName": cad.name,
             # The workload never talks to the Kubernetes API.
             "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": TERMINATION_GRACE[component],
+            "terminationGracePeriodSeconds": grace,
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": RUN_AS,

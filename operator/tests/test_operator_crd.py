@@ -73,6 +73,7 @@ def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
             "canary.analysisInterval must not be longer than canary.stepDuration",
         ),
         ({"image": None}, "spec.image: Required value"),
+        ({"app": {"preStopSleepSeconds": 61}}, "spec.app.preStopSleepSeconds"),
         (
             {"traffic": {"provider": "istio"}},
             "traffic.hosts must list at least one host when traffic.provider is istio",

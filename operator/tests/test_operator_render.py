@@ -243,3 +243,36 @@ def test_set_weight_moves_app_and_worker_together(provider: str) -> None:
 def test_set_weight_rejects_out_of_range() -> None:
     with pytest.raises(ValueError, match=r"0\.\.100"):
         render_weight(in_canary("istio", 0), 101)
+
+
+def _pod_spec(children: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = children[f"Deployment/{name}"]["spec"]["template"]["spec"]
+    return spec
+
+
+def test_app_pods_keep_serving_while_the_mesh_drops_them() -> None:
+    children = by_key(render(make_cad("istio")))
+    app, worker = _pod_spec(children, "pay-app"), _pod_spec(children, "pay-worker")
+    assert app["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    # The sleep is spent inside the grace period: the drain after SIGTERM keeps its 30 s.
+    assert app["terminationGracePeriodSeconds"] == 35
+    assert "lifecycle" not in worker["containers"][0]  # no router in front of workers
+    assert worker["terminationGracePeriodSeconds"] == 60
+
+
+@pytest.mark.parametrize(("seconds", "grace"), [(0, 30), (12, 42)])
+def test_pre_stop_sleep_follows_the_spec(seconds: int, grace: int) -> None:
+    cad = make_cad("nginx", app={"preStopSleepSeconds": seconds})
+    app = _pod_spec(by_key(render(cad)), "pay-app")
+    lifecycle = app["containers"][0].get("lifecycle")
+    assert lifecycle == ({"preStop": {"sleep": {"seconds": seconds}}} if seconds else None)
+    assert app["terminationGracePeriodSeconds"] == grace
+
+
+def test_pre_stop_sleep_is_part_of_the_revision() -> None:
+    # It shapes the pod template, so changing it is a canary like any template change,
+    # while leaving it unset keeps the revision of CRs written before the field existed.
+    base = make_cad("none")
+    changed = make_cad("none", app={"preStopSleepSeconds": 10})
+    assert "preStopSleepSeconds" not in base.stable_inputs["app"]
+    assert changed.spec_revision != base.spec_revision
