@@ -155,10 +155,12 @@ class ContainerProcess:
     def _pre_stop(self, hook: Mapping[str, Any], grace: float) -> None:
         """Run a preStop hook (`sleep`, `exec` or `httpGet`) for at most `grace` seconds."""
         if "sleep" in hook:
-            time.sleep(min(float(hook["sleep"].get("seconds", 0)), grace))
-            return
-        probe = {**hook, "timeoutSeconds": max(grace, 1)}
-        _, message = run_probe(probe, self.pod_ip, self.spec.get("ports") or [], self.env)
+            seconds = min(float(hook["sleep"].get("seconds", 0)), grace)
+            time.sleep(seconds)
+            message = f"slept {seconds:g}s"
+        else:
+            probe = {**hook, "timeoutSeconds": max(grace, 1)}
+            _, message = run_probe(probe, self.pod_ip, self.spec.get("ports") or [], self.env)
         with self.log_path.open("ab") as log:
             log.write(f"--- preStop: {message}\n".encode())
 

@@ -15,6 +15,9 @@ Weights are exact: each upstream server's nginx weight makes its subset's share 
 equal to the route weight, and nginx's smooth weighted round-robin is deterministic (one
 worker), so 1,000 requests at 90/10 are 900/100. A share whose subset has no ready pod goes
 to a server that answers 503 "no healthy upstream", as Envoy does.
+
+Retries follow the source: a VirtualService's `http[].retries` (Istio's default when absent),
+an Ingress gets ingress-nginx's default (see `RetryPolicy`).
 """
 
 from __future__ import annotations
@@ -42,10 +45,81 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """When nginx passes a failed request to another server of the route, and how often.
+
+    `conditions` are `proxy_next_upstream` values (empty: never); `tries` counts the first
+    attempt; `non_idempotent` lets a POST be retried once it was sent, as Envoy does.
+    """
+
+    conditions: tuple[str, ...]
+    tries: int
+    non_idempotent: bool
+    per_try_timeout: str | None = None
+
+
+# Istio's default (attempts 2; connect-failure, refused-stream, ...) as far as nginx can say it:
+# `error` is a refused or reset connection. Envoy retries POSTs too. Istio also retries an
+# upstream 503; the mesh does not, because nginx would then retry the 503 of a subset with no
+# ready pod on another subset (Envoy answers it 503), hiding the failure a canary must show.
+ISTIO_DEFAULT_RETRIES = RetryPolicy(("error",), tries=3, non_idempotent=True)
+# ingress-nginx's default: `proxy-next-upstream: error timeout`, 3 tries, no POST once sent.
+INGRESS_NGINX_RETRIES = RetryPolicy(("error", "timeout"), tries=3, non_idempotent=False)
+NO_RETRIES = RetryPolicy((), tries=1, non_idempotent=False)
+
+# Istio `retryOn` tokens -> nginx `proxy_next_upstream` conditions (gRPC ones have none).
+_RETRY_ON = {
+    "connect-failure": ("error",),
+    "refused-stream": ("error",),
+    "reset": ("error",),
+    "reset-before-request": ("error",),
+    "5xx": ("error", "timeout", "http_500", "http_502", "http_503", "http_504"),
+    "gateway-error": ("error", "timeout", "http_502", "http_503", "http_504"),
+    "retriable-4xx": ("http_429",),
+    "retriable-status-codes": ("http_503",),
+}
+_STATUS_CONDITIONS = {"403", "404", "429", "500", "502", "503", "504"}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_MILLISECONDS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def retry_policy(retries: Obj | None) -> RetryPolicy:
+    """nginx's retry policy for an Istio `HTTPRetry` (None: Istio's default; a `retryOn`
+    left out means connect failures, as in the default).
+
+    Raises ValueError for a `perTryTimeout` that is not an Istio duration.
+    """
+    if retries is None:
+        return ISTIO_DEFAULT_RETRIES
+    attempts = int(retries.get("attempts", 0))
+    if attempts <= 0:
+        return NO_RETRIES
+    conditions: list[str] = []
+    for token in str(retries.get("retryOn") or "connect-failure,refused-stream").split(","):
+        token = token.strip()
+        found = _RETRY_ON.get(token) or ((f"http_{token}",) if token in _STATUS_CONDITIONS else ())
+        conditions += [c for c in found if c not in conditions]
+    timeout = retries.get("perTryTimeout")
+    if timeout is not None:
+        match = _DURATION.match(str(timeout))
+        if match is None:
+            raise ValueError(f"perTryTimeout {timeout!r} is not a duration like 2s or 500ms")
+        if "timeout" not in conditions:
+            conditions.append("timeout")
+        timeout = f"{max(1, round(float(match[1]) * _MILLISECONDS[match[2]]))}ms"
+    if not conditions:
+        return NO_RETRIES
+    return RetryPolicy(
+        tuple(conditions), attempts + 1, non_idempotent=True, per_try_timeout=timeout
+    )
+
+
+@dataclass(frozen=True)
 class Route:
     path: str
     exact: bool
     backends: tuple[Backend, ...]
+    retries: RetryPolicy = ISTIO_DEFAULT_RETRIES
 
 
 @dataclass(frozen=True)
@@ -192,10 +266,11 @@ def virtual_service_routes(objects: MeshObjects) -> list[HostRoutes]:
                     endpoints = service_endpoints(service, objects.pods, port, None, labels)
                 label = f"{svc_ns}/{svc_name}" + (f" subset {subset}" if subset else "")
                 backends.append(Backend(label, weight, endpoints))
+            retries = retry_policy(http.get("retries"))
             for match in http.get("match") or [{}]:
                 path = _match_path(match)
                 if path is not None:
-                    routes.append(Route(path[0], path[1], tuple(backends)))
+                    routes.append(Route(path[0], path[1], tuple(backends), retries))
         for host in vs["spec"].get("hosts") or []:
             if host != "*":
                 result.append(HostRoutes(host, f"VirtualService {namespace}/{name}", tuple(routes)))
@@ -243,7 +318,8 @@ def ingress_routes(objects: MeshObjects) -> list[HostRoutes]:
         backends = [backend(ingress, ref, total - weight)]
         if split and weight:
             backends.append(backend(split[0], split[1], weight))
-        by_host.setdefault(host, []).append(Route(path, exact, tuple(backends)))
+        route = Route(path, exact, tuple(backends), INGRESS_NGINX_RETRIES)
+        by_host.setdefault(host, []).append(route)
         sources.setdefault(host, "Ingress {}/{}".format(*_key(ingress)))
     return [HostRoutes(h, sources[h], tuple(r)) for h, r in sorted(by_host.items())]
 
@@ -267,6 +343,20 @@ def endpoint_weights(backends: Sequence[Backend], no_endpoints: str) -> list[tup
             weights[endpoint] = weights.get(endpoint, 0) + b.weight * lcm // len(targets)
     divisor = math.gcd(*weights.values())
     return [(endpoint, weight // divisor) for endpoint, weight in sorted(weights.items())]
+
+
+def render_retries(policy: RetryPolicy) -> list[str]:
+    """The nginx directives of a retry policy (inside a `location`)."""
+    if not policy.conditions:
+        return ["proxy_next_upstream off;"]
+    conditions = [*policy.conditions, *(["non_idempotent"] if policy.non_idempotent else [])]
+    lines = [
+        f"proxy_next_upstream {' '.join(conditions)};",
+        f"proxy_next_upstream_tries {policy.tries};",
+    ]
+    if policy.per_try_timeout:
+        lines.append(f"proxy_read_timeout {policy.per_try_timeout};")
+    return lines
 
 
 def _upstream_name(host: str, index: int) -> str:
@@ -327,6 +417,7 @@ def render_nginx(
                 "        proxy_set_header Host $host;",
                 "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
                 "        proxy_http_version 1.1;",
+                *(f"        {line}" for line in render_retries(route.retries)),
                 "        add_header X-Cricalgo-Upstream $upstream_addr always;",
                 "    }",
             ]

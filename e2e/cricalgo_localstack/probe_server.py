@@ -2,9 +2,11 @@
 
 It binds `$CRICALGO_HOST:$PORT` (the node sets `CRICALGO_HOST` to the pod IP) and answers
 `/` with its pod name (`$POD_NAME`), `/healthz` and `/readyz` with 200 until `POST /sick`
-or `POST /unready` flips them to 500, `/metrics` in Prometheus text format, and `/env`
-with its environment and arguments (what the node resolved). `--ignore-sigterm` makes it
-a process that only SIGKILL stops, to test grace periods.
+or `POST /unready` flips them to 500, `/metrics` in Prometheus text format, `/env`
+with its environment and arguments (what the node resolved), and `/sleep/SECONDS` with its
+pod name after that long (an in-flight request for shutdown and reload tests). On SIGTERM
+it answers the requests in flight, then exits; `--ignore-sigterm` makes it a process that
+only SIGKILL stops, to test grace periods.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
@@ -25,6 +28,7 @@ class ProbeState:
         self.healthy = True
         self.ready = True
         self.requests = 0
+        self.in_flight = 0
         self.lock = threading.Lock()
 
 
@@ -58,6 +62,20 @@ def _handler(state: ProbeState) -> type[BaseHTTPRequestHandler]:
                     f"cricalgo_probe_requests_total {state.requests}\n",
                     "text/plain; version=0.0.4",
                 )
+            elif self.path.startswith("/sleep/"):
+                try:
+                    seconds = float(self.path.removeprefix("/sleep/"))
+                except ValueError:
+                    self._send(400, "usage: /sleep/SECONDS\n")
+                    return
+                with state.lock:
+                    state.in_flight += 1
+                try:
+                    time.sleep(min(seconds, 60.0))
+                    self._send(200, state.pod_name)
+                finally:
+                    with state.lock:
+                        state.in_flight -= 1
             else:
                 self._send(200, state.pod_name)
 
@@ -99,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     print(f"probe {state.pod_name} listening on {host}:{port}", flush=True)
     server.serve_forever(poll_interval=0.2)
+    # Like a web server's graceful shutdown: answer the requests in flight, then exit.
+    while state.in_flight:
+        time.sleep(0.05)
     server.server_close()
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from .binaries import ensure_prometheus
-from .processes import ManagedProcess, StartupError, free_port
+from .processes import ManagedProcess, StartupError, free_port, pid_alive
 
 
 def _find_binary(name: str, *extra_globs: str) -> str:
@@ -416,18 +416,30 @@ def _children(pid: int) -> set[int]:
     return children
 
 
+def _accepting(pid: int) -> bool:
+    """Whether an nginx worker still takes new connections (not gone, not retiring: a
+    retiring worker renames itself "worker process is shutting down" as it closes its
+    listening sockets, then finishes the requests it holds)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return bool(title) and b"shutting down" not in title and pid_alive(pid)
+
+
 def reload_nginx(master_pid: int, timeout: float = 10.0) -> None:
-    """SIGHUP nginx and wait until the workers of the old config have exited.
+    """SIGHUP nginx and wait until no worker of the old config accepts connections.
 
     Until then an old worker can still accept a connection and answer it with the old
-    config; callers (tests, the mesh) expect the new one once this returns.
+    config; callers (tests, the mesh) expect the new one once this returns. Old workers
+    finishing requests in flight do not hold it up: they complete them on their own.
     """
     old = _children(master_pid)
     os.kill(master_pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = _children(master_pid)
-        if current and not current & old:
+        if current - old and not any(_accepting(pid) for pid in current & old):
             return
         time.sleep(0.02)
 

@@ -1,11 +1,12 @@
 """The local mesh splits real traffic between real pods exactly as the traffic objects say:
 1,000 requests through nginx land within 3 points of the VirtualService or canary-Ingress
-weights."""
+weights; a pod being deleted leaves the mesh without a failed request."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -250,3 +251,71 @@ def test_canary_ingress_weight_splits_traffic_and_not_ready_pods_leave_the_mesh(
     )
     seen = send(local_mesh, "shop.example.com", 400)
     assert abs(share(seen, "canary") - 25) <= 3
+
+
+def test_a_terminating_pod_leaves_the_mesh_and_no_request_fails(
+    kube_cluster: KubeCluster, local_mesh: LocalMesh, local_node: LocalNode, namespace: str
+) -> None:
+    """Deleting a pod while traffic flows: the mesh drops it at once (its preStop sleep keeps
+    it serving meanwhile), the reload keeps the requests in flight, and no request fails."""
+    pods = []
+    for name in ("web-a", "web-b"):
+        pod = web_pod(name, "v1")
+        pod["spec"]["terminationGracePeriodSeconds"] = 10
+        pod["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 2}}}
+        pods.append(pod)
+    route = virtual_service(100, 0)
+    route["spec"]["http"][0]["route"] = [{"destination": {"host": "web"}}]
+    apply(kube_cluster, namespace, *pods, service("web", {"app": "web"}), route)
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=90s"
+    )
+    eventually(routes_to(local_mesh, "web.example.com", {"web-a", "web-b"}), 60, "both pods")
+    ip_b = json.loads(
+        kube_cluster.kubectl("get", "pod", "web-b", "-n", namespace, "-o", "json").stdout
+    )["status"]["podIP"]
+
+    stop = threading.Event()
+    answers: Counter[str] = Counter()
+    slow: list[str] = []
+
+    def steady() -> None:
+        while not stop.is_set():
+            answers.update(send(local_mesh, "web.example.com", 5))
+
+    def in_flight() -> None:
+        # Requests nginx has passed on before the reload: two land on each pod.
+        address, port = local_mesh.listen.rsplit(":", 1)
+        conn = http.client.HTTPConnection(address, int(port), timeout=30)
+        conn.request("GET", "/sleep/3", headers={"Host": "web.example.com"})
+        response = conn.getresponse()
+        slow.append(f"{response.status} {response.read().decode()}")
+        conn.close()
+
+    # The slow requests first, alone: round-robin gives each pod two of them.
+    threads = [threading.Thread(target=in_flight) for _ in range(4)]
+    threads += [threading.Thread(target=steady) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    time.sleep(0.3)
+    reloads = local_mesh.reloads
+    deleted = time.monotonic()
+    kube_cluster.kubectl("delete", "pod", "web-b", "-n", namespace, "--wait=false")
+    eventually(lambda: ip_b not in local_mesh.config, 30, "web-b out of the mesh config")
+    print(f"web-b left the mesh config {time.monotonic() - deleted:.2f}s after its deletion")
+    eventually(lambda: get_pod_gone(kube_cluster, namespace, "web-b"), 30, "web-b's object removed")
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert local_mesh.reloads > reloads
+    assert sorted(slow) == ["200 web-a", "200 web-a", "200 web-b", "200 web-b"]
+    assert set(answers) == {"web-a", "web-b"}, answers
+    log = (local_node.logs_dir / namespace / "web-b" / "web.log").read_text()
+    assert log.index("--- preStop: slept 2s") < log.index("signal 15, shutting down")
+
+
+def get_pod_gone(cluster: KubeCluster, namespace: str, name: str) -> bool:
+    proc = cluster.kubectl("get", "pod", name, "-n", namespace, check=False)
+    return proc.returncode != 0 and "NotFound" in proc.stderr

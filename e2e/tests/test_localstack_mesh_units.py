@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from cricalgo_localstack.mesh_config import (
     Backend,
     MeshObjects,
+    RetryPolicy,
     endpoint_weights,
     render_mesh_config,
+    render_retries,
+    retry_policy,
     service_endpoints,
 )
 
@@ -184,3 +188,39 @@ def test_a_canary_without_ready_pods_gets_its_share_answered_503() -> None:
     text = render_mesh_config(objects, "127.0.0.1:8080", NO_ENDPOINTS)
     assert f"server {NO_ENDPOINTS} weight=2 max_fails=0;" in text
     assert "no healthy upstream" in text
+
+
+def test_routes_retry_as_istio_and_ingress_nginx_do_by_default() -> None:
+    objects = MeshObjects(
+        virtual_services=[_virtual_service(90, 10)],
+        destination_rules=[DESTINATION_RULE],
+        ingresses=[_ingress("shop", "web-stable", {})],
+        services=[svc("web", {"app": "web"}), svc("web-stable", {"app": "web"})],
+        pods=PODS,
+    )
+    text = render_mesh_config(objects, "127.0.0.1:8080", NO_ENDPOINTS)
+    web, shop = text.split("server_name web.example.com;")[1].split("server_name shop.")
+    # Istio: a refused or reset connection is tried on another pod, POSTs included, 3 tries.
+    assert "proxy_next_upstream error non_idempotent;" in web
+    assert "proxy_next_upstream_tries 3;" in web
+    # ingress-nginx: error and timeout, never a POST that was sent.
+    assert "proxy_next_upstream error timeout;" in shop
+    assert "non_idempotent" not in shop
+
+
+def test_a_virtual_service_retry_policy_becomes_nginx_retries() -> None:
+    assert retry_policy({"attempts": 0}) == RetryPolicy((), 1, non_idempotent=False)
+    policy = retry_policy({"attempts": 4, "retryOn": "gateway-error,429", "perTryTimeout": "1.5s"})
+    assert policy.tries == 5
+    assert policy.conditions == ("error", "timeout", "http_502", "http_503", "http_504", "http_429")
+    assert render_retries(policy) == [
+        "proxy_next_upstream error timeout http_502 http_503 http_504 http_429 non_idempotent;",
+        "proxy_next_upstream_tries 5;",
+        "proxy_read_timeout 1500ms;",
+    ]
+    # gRPC conditions mean nothing to an HTTP/1.1 proxy: no retries.
+    assert render_retries(retry_policy({"attempts": 2, "retryOn": "cancelled"})) == [
+        "proxy_next_upstream off;"
+    ]
+    with pytest.raises(ValueError, match="perTryTimeout 'soon'"):
+        retry_policy({"attempts": 1, "perTryTimeout": "soon"})
