@@ -48,6 +48,8 @@ async def set_weight(
         if not cad.canary_active:
             raise ValueError(f"{cad.namespace}/{cad.name} has no canary to weigh")
         before = cad.canary_weight
+        if before == weight:
+            break  # nothing to write; the render below still applies (e.g. a retry at 0)
         try:
             cad = await write_status(
                 api,

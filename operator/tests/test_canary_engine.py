@@ -129,6 +129,41 @@ def test_failed_image_waits_for_retry() -> None:
     assert d.weight == 10
 
 
+def test_no_traffic_reaches_the_canary_before_its_pods_are_ready() -> None:
+    created = canary_created(config(), READY, T0)
+    d = decide(config(), created, Readings(), T0, canary_ready=False)
+    assert d.action == Action.HOLD
+    assert d.reason == "AwaitingCanaryPods"
+    assert d.weight == 0
+    assert d.status == created
+    d = decide(config(), created, Readings(), T0 + timedelta(seconds=5), canary_ready=True)
+    assert d.action == Action.START
+    assert d.weight == 10
+
+
+def test_abort_and_full_promotion_need_no_ready_canary() -> None:
+    created = canary_created(config(), READY, T0)
+    d = decide(config(), created, Readings(), T0, Control(abort=True), canary_ready=False)
+    assert d.action == Action.ROLLBACK
+    assert d.weight == 0
+    d = decide(config(), created, Readings(), T0, Control(promote="full"), canary_ready=False)
+    assert d.action == Action.PROMOTE
+    assert d.weight == 0  # stable takes the canary's version; the canary got no traffic
+
+
+def test_retry_scales_the_canary_up_before_sending_it_traffic() -> None:
+    failed = running(phase=Phase.ROLLED_BACK, canary_weight=0, failed_image="cricalgo:v2")
+    d = decide(config(), failed, Readings(), T0, Control(retry=True), canary_ready=False)
+    assert d.action == Action.START
+    assert d.consumed == {"retry"}
+    assert (d.status.phase, d.status.current_step, d.weight) == (Phase.PROGRESSING, -1, 0)
+    assert d.status.failed_image is None
+    d = decide(config(), d.status, Readings(), T0, canary_ready=False)
+    assert (d.action, d.reason) == (Action.HOLD, "AwaitingCanaryPods")
+    d = decide(config(), d.status, Readings(), T0, canary_ready=True)
+    assert (d.action, d.weight) == (Action.START, 10)
+
+
 def test_failed_image_reapplied_after_another_version_still_needs_retry() -> None:
     status = canary_created(config(), READY.evolve(failed_image="cricalgo:v2"), T0)
     d = decide(config(), status, Readings(), T0)

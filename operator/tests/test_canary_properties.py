@@ -131,6 +131,24 @@ def test_weights_are_step_values_or_zero_and_rollback_ends_at_zero(data: st.Data
 
 @SETTINGS
 @given(st.data())
+def test_a_canary_whose_pods_are_not_ready_never_gets_traffic(data: st.DataObject) -> None:
+    cfg = data.draw(configs())
+    status = reconciler(cfg, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), T0)
+    now = T0
+    for _ in range(data.draw(st.integers(1, 15))):
+        now += timedelta(seconds=cfg.analysis_interval)
+        control = data.draw(
+            st.sampled_from(
+                [Control(), Control(promote="step"), Control(resume=True), Control(retry=True)]
+            )
+        )
+        decision = decide(cfg, status, data.draw(readings_for(cfg)), now, control, False)
+        assert decision.weight == 0
+        status = reconciler(cfg, decision.status, now)
+
+
+@SETTINGS
+@given(st.data())
 def test_same_inputs_same_decision(data: st.DataObject) -> None:
     cfg = data.draw(configs())
     status = data.draw(active_statuses(cfg))

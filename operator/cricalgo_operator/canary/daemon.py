@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import kopf
 
 from cricalgo_operator.canary.controls import ANNOTATION_OF
@@ -29,7 +30,16 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="canary-analysis", cancellation_timeout=10.0)
+# Kopf restarts a daemon that raised after `backoff` (60 s by default): a canary whose
+# analysis stalls for a minute is a canary that runs unwatched, so restart it sooner.
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PLURAL,
+    id="canary-analysis",
+    backoff=ERROR_RETRY_SECONDS,
+    cancellation_timeout=10.0,
+)
 async def canary_analysis(
     name: str,
     namespace: str | None,
@@ -42,9 +52,10 @@ async def canary_analysis(
     """Tick until the CR is deleted or the operator stops."""
     assert namespace is not None  # the CRD is namespaced
     default_url = getattr(memo.get("config"), "prometheus_url", None)
+    previous = None
     while not stopped:
         try:
-            result = await tick(memo.api, namespace, name, _now(), default_url)
+            result = await tick(memo.api, namespace, name, _now(), default_url, previous)
         except ApiError as error:
             delay = CONFLICT_RETRY_SECONDS if error.status == 409 else ERROR_RETRY_SECONDS
             if error.status == 409:
@@ -53,12 +64,17 @@ async def canary_analysis(
                 logger.warning(f"canary analysis failed: {error}")
             await stopped.wait(delay)
             continue
+        except httpx.TransportError as error:  # the API server is unreachable or slow
+            logger.warning(f"canary analysis failed: API server unreachable: {error!r}")
+            await stopped.wait(ERROR_RETRY_SECONDS)
+            continue
         except ValueError as error:  # an unparsable spec the CRD let through
             logger.error(f"canary analysis cannot run: {error}")
             await stopped.wait(ERROR_RETRY_SECONDS * 6)
             continue
         if result is None:
             return
+        previous = result.decision
         await until_next_tick(stopped, meta, result.interval)
 
 

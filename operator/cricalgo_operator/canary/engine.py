@@ -29,6 +29,8 @@ from cricalgo_operator.canary.model import (
     Verdict,
 )
 
+# The hold while the canary's Deployments are not ready yet (weight stays 0).
+AWAITING_CANARY_PODS = "AwaitingCanaryPods"
 _EPSILON = 1e-6  # seconds; absorbs float noise in elapsed-time comparisons
 _ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 _NONE: frozenset[str] = frozenset()
@@ -40,15 +42,21 @@ def decide(
     readings: Readings,
     now: datetime,
     control: Control = NO_CONTROL,
+    canary_ready: bool = True,
 ) -> Decision:
-    """Decide this tick. `control` carries manual requests (promote/abort/retry/resume)."""
+    """Decide this tick. `control` carries manual requests (promote/abort/retry/resume).
+
+    `canary_ready`: every canary Deployment has all the ready replicas it asks for (from
+    the Deployments' status). A router sends the canary its weight whether or not a pod
+    stands behind it, so traffic first moves to the canary only once it is ready.
+    """
     if status.phase == Phase.PROMOTING:
         return Decision(Action.PROMOTE, "Promoting", "promotion in progress", status)
     if status.phase == Phase.ROLLING_BACK:
         return Decision(Action.ROLLBACK, "RollingBack", "rollback in progress", status)
     if status.phase in _ACTIVE and status.canary_image:
-        return _decide_active(config, status, readings, now, control)
-    return _decide_idle(config, status, now, control)
+        return _decide_active(config, status, readings, now, control, canary_ready)
+    return _decide_idle(config, status, now, control, canary_ready)
 
 
 def _is_stable(config: CanaryConfig, status: CanaryStatus) -> bool:
@@ -75,7 +83,7 @@ def _first_step(config: CanaryConfig, status: CanaryStatus, now: datetime) -> Ca
 
 
 def _decide_idle(
-    config: CanaryConfig, status: CanaryStatus, now: datetime, control: Control
+    config: CanaryConfig, status: CanaryStatus, now: datetime, control: Control, canary_ready: bool
 ) -> Decision:
     if not status.stable_image:
         message = "the first version is deployed directly"
@@ -88,6 +96,10 @@ def _decide_idle(
             return Decision(Action.IDLE, "FailedImage", message, status)
         started = _first_step(config, status, now).evolve(failed_image=None)
         message = f"retry: canary {status.canary_image} restarts at {config.steps[0]}%"
+        if not canary_ready:
+            # Rolled back means scaled to zero: back to weight 0 until its pods are ready.
+            started = canary_created(config, status, now).evolve(failed_image=None)
+            message = f"retry: canary {status.canary_image} scales up; traffic follows when ready"
         return Decision(Action.START, "Retry", message, started, consumed=frozenset({"retry"}))
     message = "a new revision waits for the reconciler to create its canary track"
     return Decision(Action.IDLE, "AwaitingCanary", message, status)
@@ -160,7 +172,12 @@ def _advance(
 
 
 def _decide_active(
-    config: CanaryConfig, status: CanaryStatus, readings: Readings, now: datetime, control: Control
+    config: CanaryConfig,
+    status: CanaryStatus,
+    readings: Readings,
+    now: datetime,
+    control: Control,
+    canary_ready: bool,
 ) -> Decision:
     assert status.canary_image is not None
     if not _is_canary(config, status):
@@ -195,6 +212,9 @@ def _decide_active(
         consumed = frozenset({"resume"}) if control.resume else _NONE
         return Decision(Action.RESUME, "Resumed", "analysis resumed", resumed, consumed=consumed)
     if status.current_step < 0:
+        if not canary_ready:
+            message = f"canary {status.canary_image} gets traffic once its pods are ready"
+            return Decision(Action.HOLD, AWAITING_CANARY_PODS, message, status)
         started = _first_step(config, status, now)
         if status.canary_image == status.failed_image:
             started = started.evolve(failed_image=None)

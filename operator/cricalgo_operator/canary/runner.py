@@ -24,11 +24,12 @@ from cricalgo_operator.canary.controls import (
     control_from_annotations,
     patch_cad,
 )
-from cricalgo_operator.canary.engine import decide
+from cricalgo_operator.canary.engine import AWAITING_CANARY_PODS, decide
 from cricalgo_operator.canary.model import (
     Action,
     CanaryConfig,
     CanaryStatus,
+    Control,
     Decision,
     Phase,
     Reading,
@@ -41,7 +42,8 @@ from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, 
 from cricalgo_operator.children import apply_children
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
-from cricalgo_operator.naming import API_VERSION, KIND, image_version
+from cricalgo_operator.naming import API_VERSION, KIND, MANAGED_BY, image_version
+from cricalgo_operator.readiness import deployment_readiness
 from cricalgo_operator.revisions import rollback_patch
 from cricalgo_operator.status import Transition, emit_event, write_status
 
@@ -73,8 +75,9 @@ def needs_readings(config: CanaryConfig, status: CanaryStatus) -> bool:
     )
 
 
-# Decisions taken while the reconciler catches up: pending requests wait for it.
-_TRANSIENT = ("AwaitingReconcile", "AwaitingCanary")
+# Decisions taken while the reconciler or the canary's pods catch up: pending requests
+# wait for them, and the next tick comes within a second.
+_TRANSIENT = ("AwaitingReconcile", "AwaitingCanary", AWAITING_CANARY_PODS)
 TRANSIENT_RETRY_SECONDS = 1.0
 
 
@@ -114,6 +117,17 @@ class TickResult:
     interval: float  # seconds until the next tick
 
 
+# A query's deadline follows the interval, within bounds: a busy Prometheus answering a
+# 1 s-interval analysis in 1.5 s is slow, not down, and "no data" ticks pause the canary.
+QUERY_TIMEOUT_BOUNDS = (5.0, 10.0)
+
+
+def query_timeout(interval: float) -> float:
+    """Seconds one Prometheus query may take in an analysis at `interval`."""
+    low, high = QUERY_TIMEOUT_BOUNDS
+    return min(high, max(low, interval))
+
+
 async def read_readings(
     cad: Cad, config: CanaryConfig, status: CanaryStatus, default_url: str | None
 ) -> Readings:
@@ -128,17 +142,49 @@ async def read_readings(
         reason = "no Prometheus URL (spec.canary.prometheus.url)"
         plan = planned_queries(config, target)
         return Readings(Reading(name, track, None, reason) for name, track, _ in plan)
-    async with PrometheusClient(url, timeout=min(10.0, config.analysis_interval)) as client:
+    async with PrometheusClient(url, timeout=query_timeout(config.analysis_interval)) as client:
         readings = await collect_readings(client, config, target)
     if any(r.error.startswith("Prometheus") for r in readings):
         metrics.analysis_errors.labels(cad.namespace, cad.name).inc()
     return readings
 
 
+def needs_canary_readiness(status: CanaryStatus, control: Control) -> bool:
+    """Only a decision that may first send the canary traffic depends on its pods."""
+    if status.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        return status.current_step < 0
+    return status.phase == Phase.ROLLED_BACK and control.retry
+
+
+async def canary_ready(api: KubeApi, cad: Cad) -> bool:
+    """Whether every canary Deployment has all the ready replicas it asks for.
+
+    Read from the Deployments' status (the API server's, not a cache). A canary scaled to
+    zero after a rollback is not ready, whatever its Deployments say.
+    """
+    if not cad.canary_active or cad.canary_scaled_down:
+        return False
+    selector = (
+        f"app.kubernetes.io/instance={cad.name},app.kubernetes.io/managed-by={MANAGED_BY},"
+        "track=canary"
+    )
+    found = await api.list("apps/v1", "Deployment", cad.namespace, label_selector=selector)
+    readiness = [deployment_readiness(d) for d in found]
+    return bool(readiness) and all(r.ready for r in readiness)
+
+
 async def tick(
-    api: KubeApi, namespace: str, name: str, now: datetime, default_url: str | None = None
+    api: KubeApi,
+    namespace: str,
+    name: str,
+    now: datetime,
+    default_url: str | None = None,
+    previous: Decision | None = None,
 ) -> TickResult | None:
-    """Run one analysis tick for the CR; None if it is gone."""
+    """Run one analysis tick for the CR; None if it is gone.
+
+    `previous` is the last tick's decision, so that a hold repeated every second is
+    announced (Event) once."""
     started = time.perf_counter()
     body = await api.get(API_VERSION, KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -149,7 +195,9 @@ async def tick(
     readings = Readings()
     if needs_readings(config, status):
         readings = await read_readings(cad, config, status, default_url)
-    decision = decide(config, status, readings, now, control_from_annotations(cad.annotations))
+    control = control_from_annotations(cad.annotations)
+    ready = await canary_ready(api, cad) if needs_canary_readiness(status, control) else True
+    decision = decide(config, status, readings, now, control, ready)
     analysis_duration.observe(time.perf_counter() - started)
     for verdict in decision.verdicts:
         metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
@@ -163,6 +211,11 @@ async def tick(
         phase = status.phase or "Initializing"
         message = f"{', '.join(sorted(ignored))}: nothing to do while {phase} ({decision.reason})"
         await emit_event(api, cad, Transition("RequestIgnored", message, "Warning"), now)
+    if decision.reason == AWAITING_CANARY_PODS and (
+        previous is None or previous.reason != decision.reason
+    ):
+        log.info("canary %s/%s: %s", namespace, name, decision.message)
+        await emit_event(api, cad, Transition(decision.reason, decision.message), now)
     await carry_out(api, cad, status, decision, now)
     # The reconciler is about to create or replace the canary: look again soon.
     interval = TRANSIENT_RETRY_SECONDS if decision.reason in _TRANSIENT else None
@@ -199,7 +252,11 @@ async def carry_out(
         else:
             cad = await rollout.rollback(api, cad, reason=decision.message, now=now)
     metrics.record_state(cad.namespace, cad.name, cad.status.get("phase"), cad.canary_weight)
-    if decision.tick == Verdict.FAIL or action in (Action.ROLLBACK, Action.PROMOTE):
+    # Failing and inconclusive ticks are logged with their reasons (why a canary holds).
+    if decision.tick in (Verdict.FAIL, Verdict.NODATA) or action in (
+        Action.ROLLBACK,
+        Action.PROMOTE,
+    ):
         log.info(
             "canary %s/%s: %s (%s) %s",
             cad.namespace,
