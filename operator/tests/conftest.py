@@ -40,6 +40,23 @@ def _restore_stdlib_operator() -> None:
 
 _restore_stdlib_operator()
 
+
+def _load_helper(name: str) -> None:
+    """Register a helper module beside this file (tests directories are not packages
+    here), so test modules can `import` it by its bare name."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+for _helper in ("polling", "canary_traffic"):
+    _load_helper(_helper)
+
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "cricalgodeployment.yaml"
 
 

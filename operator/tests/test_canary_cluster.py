@@ -8,11 +8,9 @@ labelled as Prometheus' pod discovery labels the real pods. Intervals are second
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +18,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
+import canary_traffic as traffic  # loaded by conftest.py
 import httpx
 import pytest
 import yaml
+from cricalgo_localstack.processes import free_port
 from cricalgo_operator import plugin
+from polling import wait_for
 
 # These scenarios are known to be flaky in a full run on 2 cores (a first passing tick
 # sometimes never comes within the wait); each must still pass against the real servers,
@@ -39,7 +39,6 @@ pytestmark = [
 ]
 
 RBAC = Path(__file__).resolve().parents[1] / "cricalgo_operator" / "rbac"
-T = TypeVar("T")
 IMAGE = "registry.local/cricalgo:{}"
 V1, V2, V3 = "1.0.0", "2.0.0", "3.0.0"
 # Runs the operator with the canary daemon registered (main imports the handlers).
@@ -48,39 +47,6 @@ OPERATOR = (
     "from cricalgo_operator.main import main\n"
     "sys.exit(main(sys.argv[1:]))"
 )
-
-
-def _load_helper(name: str) -> ModuleType:
-    """Test helpers beside this file (tests directories are not packages here)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-traffic = sys.modules.get("canary_traffic") or _load_helper("canary_traffic")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
-    # A bound on liveness, not a timing assertion: on a loaded 2-core machine the first
-    # analysis ticks can read "no data" while Prometheus fills its window.
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -154,8 +120,8 @@ class Canary:
         self.exporters[job] = exporter
         return exporter
 
-    def apply(self, version: str, **canary: Any) -> None:
-        body = {
+    def apply(self, version: str, traffic: dict[str, Any] | None = None, **canary: Any) -> None:
+        body: dict[str, Any] = {
             "apiVersion": "cricalgo.io/v1alpha1",
             "kind": "CricAlgoDeployment",
             "metadata": {"name": "pay"},
@@ -172,6 +138,8 @@ class Canary:
                 },
             },
         }
+        if traffic is not None:
+            body["spec"]["traffic"] = traffic
         self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(body))
 
     def set_image(self, version: str) -> None:
@@ -187,7 +155,29 @@ class Canary:
         return status
 
     def wait(self, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 120) -> Any:
-        return wait_for(what, lambda: (lambda s: s if check(s) else None)(self.status()), timeout)
+        return wait_for(
+            what,
+            lambda: (lambda s: s if check(s) else None)(self.status()),
+            timeout,
+            context=self.describe,
+        )
+
+    def describe(self) -> str:
+        """The last status seen, in the words that explain a stuck canary."""
+        if not self.seen:
+            return "no status seen"
+        s = self.seen[-1]
+        analysis = s.get("lastAnalysis") or {}
+        checks = ", ".join(
+            f"{m.get('name')}={m.get('verdict')} ({m.get('reason', '')})"
+            for m in analysis.get("metrics") or []
+        )
+        return (
+            f"phase {s.get('phase')}, image {s.get('canaryImage')}, weight {s.get('canaryWeight')},"
+            f" step {s.get('currentStep')}, failed {s.get('failedChecks')}, inconclusive"
+            f" {s.get('inconclusiveChecks')}, last analysis {analysis.get('time')}"
+            f" {analysis.get('verdict')}: {checks}; weights seen {self.weights()}"
+        )
 
     def weights(self) -> list[int]:
         """Canary weights in the order seen, repeats collapsed."""
@@ -207,9 +197,9 @@ class Canary:
         assert code == 0
         return str(capsys.readouterr().out)
 
-    def stable_first(self, **canary: Any) -> None:
+    def stable_first(self, traffic: dict[str, Any] | None = None, **canary: Any) -> None:
         """CR at V1, stable and Ready, before any canary."""
-        self.apply(V1, **canary)
+        self.apply(V1, traffic, **canary)
         self.wait("the first version to be stable", lambda s: s.get("phase") == "Ready")
 
 
@@ -408,3 +398,28 @@ def test_controls_act_within_seconds_even_with_a_long_interval(canary: Canary, c
     step_started = datetime.fromisoformat(status["stepStartedAt"])
     aborted = datetime.fromisoformat(status["history"][-1]["finishedAt"])
     assert (aborted - step_started).total_seconds() < 30
+
+
+def test_no_traffic_to_a_canary_whose_pods_are_not_ready(canary: Canary, capsys: Any) -> None:
+    # No pod ever runs in this cluster, so behind a router the canary never becomes ready:
+    # the mesh would answer 503 for every request routed to it.
+    healthy(canary, V2)
+    canary.stable_first(traffic={"provider": "istio", "hosts": ["pay.example.com"]})
+    canary.set_image(V2)
+    canary.wait("the canary track", lambda s: s.get("canaryImage") == IMAGE.format(V2))
+    wait_for("the hold's Event", lambda: "AwaitingCanaryPods" in canary.events(), timeout=60)
+    time.sleep(3)  # several one-second ticks of the hold
+    status = canary.status()
+    assert (status["phase"], status["canaryWeight"], status["currentStep"]) == (
+        "Progressing",
+        0,
+        -1,
+    )
+    service = json.loads(canary.kubectl("get", "virtualservice", "pay", "-o", "json").stdout)
+    routes = service["spec"]["http"][0]["route"]
+    assert {r["destination"]["subset"]: r["weight"] for r in routes} == {"stable": 100, "canary": 0}
+    assert canary.events().count("AwaitingCanaryPods") == 1  # announced once, not every tick
+    # The controls still work while the canary waits.
+    canary.plugin("abort", "pay", capsys=capsys)
+    status = canary.wait("aborted", lambda s: s.get("phase") == "RolledBack")
+    assert status["history"][-1]["outcome"] == "aborted"

@@ -9,16 +9,13 @@ injected value.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import canary_traffic as traffic  # loaded by conftest.py
 import pytest
 from cricalgo_operator.canary import CanaryConfig
 from cricalgo_operator.canary.prometheus import (
@@ -32,19 +29,6 @@ from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings
 from cricalgo_workload.metrics import _LATENCY_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-
-def _load_helper(name: str) -> ModuleType:
-    """Test helpers beside this file (tests directories are not packages here)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-traffic = sys.modules.get("canary_traffic") or _load_helper("canary_traffic")
 Traffic, TrackExporter, spread = traffic.Traffic, traffic.TrackExporter, traffic.spread
 BATCHES_PER_SECOND = traffic.BATCHES_PER_SECOND
 NAMESPACE = "shop"

@@ -11,30 +11,29 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from cricalgo_localstack.processes import free_port
 from cricalgo_operator.children import drifted
 from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
 from cricalgo_operator.rollout import set_weight
+from polling import wait_for  # loaded by conftest.py
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("cad_crd")]
 
 RBAC = Path(__file__).resolve().parents[1] / "cricalgo_operator" / "rbac"
-T = TypeVar("T")
 
 TRAFFIC = {
     "none": {"provider": "none"},
@@ -55,24 +54,6 @@ def cr(provider: str, image: str = "registry.local/cricalgo:1.0.0") -> dict[str,
             "traffic": TRAFFIC[provider],
         },
     }
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

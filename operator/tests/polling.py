@@ -1,0 +1,36 @@
+"""Polling the real servers until a condition holds (shared by the cluster tests).
+
+Not a test module: conftest.py loads it as `polling` (tests directories are not packages
+under the project's pytest settings).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float = 60.0,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`.
+
+    A bound on liveness, not a timing assertion. `context` adds what the failure message
+    should show beyond the probe's last answer (e.g. the CR's last status).
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    detail = f"; {context()}" if context is not None else ""
+    message = f"timed out after {timeout:g} s waiting for {what} (last: {last!r})"
+    raise AssertionError(message + detail)
