@@ -180,7 +180,6 @@ def parse_config(
     if args.log_format not in ("json", "text"):
         raise ConfigError(f"log format must be json or text, got {args.log_format!r}")
     bind_host = _bind_host(args.bind_host)
-    liveness = _liveness(args.liveness, bind_host)
     return OperatorConfig(
         kubeconfig=args.kubeconfig or None,
         namespaces=tuple(namespaces),
@@ -188,7 +187,7 @@ def parse_config(
         metrics_port=_int(args.metrics_port, "metrics port", 0)
         if args.metrics_port
         else defaults.metrics_port,
-        liveness=liveness or None,
+        liveness=_liveness(args.liveness, bind_host),
         prometheus_url=_prometheus_url(args.prometheus_url),
         peering=args.peering or None,
         log_format=args.log_format,
