@@ -1,46 +1,54 @@
-"""`cricalgo dev demo`: a canary that promotes and one that rolls back, on the local stack.
+"""`cricalgo dev demo`: a canary that promotes and one that rolls back, on the local stack
+(or, for the e2e tests with `E2E_CLUSTER=kind`, on kind: see `clusters.py`).
 
-On a running stack: migrate a demo database (a pod on the local node), start the operator as
-a process of the stack, apply a CricAlgoDeployment at v1, drive signed deposit webhooks
-through the mesh, then update the image to v2 (healthy) and follow the canary until it is
-promoted, then to v3 with an injected error rate until it is rolled back. It prints live
-progress, a timeline, and writes an HTML report with a plot of weight and error rate.
+On a running cluster: migrate a demo database (a pod), start the operator as a process,
+apply a CricAlgoDeployment at v1, drive signed deposit webhooks through the mesh, then update
+the image to v2 (healthy) and follow the canary until it is promoted, then to v3 with an
+injected error rate until it is rolled back. While it follows a canary it samples which
+track's workers take the deposit tasks. It prints live progress, a timeline and the
+measurements, and writes an HTML report with a plot of weight and error rate.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clusters import ClusterUnavailable, LocalCluster, ScenarioCluster, with_database
+from .demo_load import MeshLoad
+from .demo_report import fault_to_weight_zero, mesh_failures, render_report, retried_requests
 from .processes import ManagedProcess, free_port, pid_alive
-from .stack import STATE_FILE, kubectl_cmd
+from .worker_split import StepSplit, WorkerSample, metrics_port, split_by_step, tasks_taken
 
 NAMESPACE = "cricalgo-demo"
 NAME = "payments"
 HOST = "payments.local"
 SECRET = "whsec_ZGVtby1zZWNyZXQtMDEyMzQ1Njc4OWFiY2RlZg=="
 FAULT_RATE = "0.3"
+DATABASE = "cricalgo_demo"
 # The stack's Prometheus scrapes every 5 s: an analysis window needs several scrapes.
 STEP_SECONDS = 30
 ANALYSIS_SECONDS = 15
-# cricalgo-operator with the canary analysis daemon registered (the operator's own bench
-# starts it this way; importing the module registers the daemon with Kopf).
-OPERATOR_MAIN = (
-    "import sys, cricalgo_operator.canary.daemon\n"
-    "from cricalgo_operator.main import main\n"
-    "sys.exit(main(sys.argv[1:]))"
-)
+STEPS = [25, 50, 100]
+# Workers are competing consumers of one queue: their canary share is a replica ratio, and
+# 4 replicas make the steps 25 and 50 exact (1 and 2 canary workers; at 100 the stable keeps
+# one warm worker, so 4 of 5).
+WORKERS = 4
+IMAGES = ["cricalgo/workload:v1", "cricalgo/workload:v2", "cricalgo/workload:v3"]
+# The virtualenv's console scripts (the demo may run without it on PATH).
+BIN_DIR = Path(sys.executable).parent
 
 
-def render_demo_cr(image: str, prometheus_url: str, fault: bool = False) -> dict[str, Any]:
+def render_demo_cr(
+    image: str, prometheus_url: str, fault: bool = False, traffic: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The demo's CricAlgoDeployment: small replica counts, short steps, workload SLOs."""
     env: list[dict[str, Any]] = [
         {
@@ -62,12 +70,16 @@ def render_demo_cr(image: str, prometheus_url: str, fault: bool = False) -> dict
             "image": image,
             "env": env,
             "app": {"replicas": {"min": 2, "max": 2}},
-            "worker": {"queues": ["deposits"], "concurrency": 2, "replicas": {"min": 1, "max": 1}},
+            "worker": {
+                "queues": ["deposits"],
+                "concurrency": 2,
+                "replicas": {"min": WORKERS, "max": WORKERS},
+            },
             "database": {"secretRef": {"name": "payments-db", "key": "dsn"}, "poolSize": 2},
             "redis": {"secretRef": {"name": "payments-redis", "key": "url"}},
-            "traffic": {"provider": "istio", "hosts": [HOST]},
+            "traffic": traffic or {"provider": "istio", "hosts": [HOST]},
             "canary": {
-                "steps": [25, 50, 100],
+                "steps": STEPS,
                 "stepDuration": f"{STEP_SECONDS}s",
                 "analysisInterval": f"{ANALYSIS_SECONDS}s",
                 "maxFailedChecks": 2,
@@ -80,67 +92,16 @@ def render_demo_cr(image: str, prometheus_url: str, fault: bool = False) -> dict
     }
 
 
-@dataclass
-class MeshLoad:
-    """Threads posting signed deposits through the mesh, counting answers per second."""
-
-    mesh_url: str
-    threads: int = 3
-    answers: list[tuple[float, int]] = field(default_factory=list)
-    accepted: set[str] = field(default_factory=set)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _workers: list[threading.Thread] = field(default_factory=list)
-
-    def _run(self) -> None:
-        import httpx
-        from cricalgo_workload.testing import deposit_body, signed_headers
-
-        with httpx.Client(base_url=self.mesh_url, headers={"Host": HOST}, timeout=10) as http:
-            while not self._stop.is_set():
-                body = deposit_body(user_id="alice")
-                try:
-                    response = http.post(
-                        "/api/v1/webhooks/deposit",
-                        content=body,
-                        headers=signed_headers(SECRET, body),
-                    )
-                    status = response.status_code
-                    tx_id = response.json().get("tx_id") if status == 202 else None
-                except (httpx.TransportError, ValueError):
-                    status, tx_id = 0, None
-                with self._lock:
-                    self.answers.append((time.time(), status))
-                    if tx_id:
-                        self.accepted.add(str(tx_id))
-                self._stop.wait(0.05)
-
-    def start(self) -> None:
-        self._workers = [
-            threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)
-        ]
-        for worker in self._workers:
-            worker.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(15)
-
-    def statuses(self, since: float, until: float) -> Counter[int]:
-        with self._lock:
-            return Counter(status for t, status in self.answers if since <= t < until)
-
-
 class Demo:
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.state: dict[str, Any] = json.loads((state_dir / STATE_FILE).read_text())
-        self.kubectl = kubectl_cmd(self.state)
+    def __init__(self, cluster: ScenarioCluster) -> None:
+        self.cluster = cluster
+        self.kubectl = cluster.kubectl
         self.samples: list[dict[str, Any]] = []
+        self.worker_samples: list[WorkerSample] = []
         self.events: list[tuple[float, str]] = []
         self.started = time.time()
         self.operator: ManagedProcess | None = None
+        self._api: Any = None
 
     def k(self, *args: str, input: str | None = None) -> str:
         proc = subprocess.run(
@@ -179,23 +140,24 @@ class Demo:
     # -- setup --------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Namespace, a fresh database migrated by a pod on the local node, the Secrets."""
+        """Namespace, images, a fresh database migrated by a pod, the Secrets."""
         import psycopg
 
-        # A demo run before on this stack: start again from an empty namespace.
+        # A demo run before on this cluster: start again from an empty namespace.
         self.k("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
         self.k("create", "namespace", NAMESPACE)
-        with psycopg.connect(self.state["postgres"], autocommit=True) as conn:
-            conn.execute('DROP DATABASE IF EXISTS "cricalgo_demo" WITH (FORCE)')
-            conn.execute('CREATE DATABASE "cricalgo_demo"')
-        dsn = self.state["postgres"].rsplit("/", 1)[0] + "/cricalgo_demo"
+        self.cluster.prepare(NAMESPACE, IMAGES)
+        with psycopg.connect(self.cluster.admin_dsn(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        dsn = self.cluster.pod_dsn(DATABASE)
         secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque"}
         self.apply(
             {**secret, "metadata": {"name": "payments-db"}, "stringData": {"dsn": dsn}},
             {
                 **secret,
                 "metadata": {"name": "payments-redis"},
-                "stringData": {"url": self.state["redis"]},
+                "stringData": {"url": self.cluster.pod_redis_url()},
             },
             {
                 **secret,
@@ -234,33 +196,31 @@ class Demo:
             "pod/migrate",
             "--timeout=120s",
         )
-        self.say("database migrated by the pod migrate on the local node")
+        self.say(f"database migrated by the pod migrate ({self.cluster.name} cluster)")
 
     def start_operator(self) -> None:
-        """The operator as a process of the stack; `dev down` stops it with the rest."""
-        running = self.state["pids"].get("operator")
-        if running and pid_alive(int(running)):
+        """`cricalgo-operator` (with its canary analysis) as a process on this machine; on the
+        local stack `dev down` stops it with the rest."""
+        running = self.cluster.recorded_pid("operator")
+        if running and pid_alive(running):
             self.say(f"operator already running (pid {running})")
             return
+        program = shutil.which("cricalgo-operator", path=str(BIN_DIR)) or "cricalgo-operator"
         operator = ManagedProcess(
             "operator",
             [
-                sys.executable,
-                "-c",
-                OPERATOR_MAIN,
-                f"--kubeconfig={self.state['kubernetes']['kubeconfig']}",
+                program,
+                f"--kubeconfig={self.cluster.kubeconfig}",
                 f"--metrics-port={free_port()}",
                 f"--liveness=http://127.0.0.1:{free_port()}/healthz",
                 "--log-format=text",
             ],
-            self.state_dir / "operator.log",
+            self.cluster.work_dir / "operator.log",
         )
         operator.start()
         self.operator = operator
         assert operator.pid is not None
-        self.state["pids"]["operator"] = operator.pid
-        self.state.setdefault("stop_signals", {})["operator"] = 15
-        (self.state_dir / STATE_FILE).write_text(json.dumps(self.state, indent=2))
+        self.cluster.record_process("operator", operator.pid)
         self.say(f"operator running as a process (pid {operator.pid}, log {operator.log_path})")
 
     def wait_for_mesh(self, timeout: float = 60) -> None:
@@ -269,7 +229,7 @@ class Demo:
         import httpx
 
         deadline = time.time() + timeout
-        with httpx.Client(base_url=self.state["nginx"], headers={"Host": HOST}) as http:
+        with httpx.Client(base_url=self.cluster.mesh_url(), headers={"Host": HOST}) as http:
             while time.time() < deadline:
                 if http.get("/healthz").status_code == 200:
                     self.say(f"the mesh routes {HOST} to the app")
@@ -289,7 +249,7 @@ class Demo:
         once the workers have drained the queue or `timeout` has passed."""
         import psycopg
 
-        dsn = self.state["postgres"].rsplit("/", 1)[0] + "/cricalgo_demo"
+        dsn = with_database(self.cluster.admin_dsn(), DATABASE)
         deadline = time.time() + timeout
         with psycopg.connect(dsn, autocommit=True) as conn:
             while True:
@@ -309,8 +269,39 @@ class Demo:
         status: dict[str, Any] = cad.get("status") or {}
         return status
 
+    def worker_pods(self) -> list[dict[str, Any]]:
+        from .kube_api import api_client
+
+        if self._api is None:
+            from kubernetes import client
+
+            self._api = client.CoreV1Api(api_client(self.cluster.kubeconfig))
+        response = self._api.list_namespaced_pod(
+            NAMESPACE,
+            label_selector=f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=worker",
+            _preload_content=False,
+        )
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
+    def sample_workers(self, weight: int) -> None:
+        """Record each ready worker's tasks taken so far, with the canary weight."""
+        from .mesh_config import pod_ready
+
+        pods: dict[str, tuple[str, float]] = {}
+        for pod in self.worker_pods():
+            port = metrics_port(pod)
+            if not pod_ready(pod) or port is None:
+                continue
+            text = self.cluster.pod_metrics(pod, port)
+            if text is not None:
+                track = str(pod["metadata"]["labels"].get("track", "stable"))
+                pods[pod["metadata"]["name"]] = (track, tasks_taken(text))
+        self.worker_samples.append(WorkerSample(time.time(), weight, pods))
+
     def follow(self, until: str, timeout: float) -> dict[str, Any]:
-        """Print each change of phase, step, weight and SLO reading until `until` holds."""
+        """Print each change of phase, step, weight and SLO reading until `until` holds;
+        sample the workers' tasks on every poll (about once a second)."""
         deadline = time.time() + timeout
         last = ""
         while time.time() < deadline:
@@ -324,6 +315,7 @@ class Demo:
                 "readings": {f"{r.get('name')}/{r.get('track')}": r.get("value") for r in readings},
             }
             self.samples.append(sample)
+            self.sample_workers(int(status.get("canaryWeight") or 0))
             slo = " | ".join(
                 f"{r.get('name')}[{r.get('track')}] {_num(r.get('value'))}"
                 f" vs {_num(r.get('threshold'))} {r.get('verdict')}"
@@ -337,13 +329,13 @@ class Demo:
                 last = line
             if _reached(status, until):
                 return status
-            time.sleep(2)
+            time.sleep(1)
         raise TimeoutError(f"the canary did not reach {until} in {timeout:.0f}s (last: {last})")
 
     def rollout(self, image: str, fault: bool, until: str) -> tuple[float, float]:
         started = time.time()
-        prometheus = self.state["prometheus"]
-        self.apply(render_demo_cr(image, prometheus, fault))
+        traffic = self.cluster.traffic(HOST)
+        self.apply(render_demo_cr(image, self.cluster.prometheus_url(), fault, traffic))
         self.say(f"image -> {image}" + (f" with error rate {FAULT_RATE} injected" if fault else ""))
         self.follow(until, timeout=600)
         return started, time.time()
@@ -363,46 +355,8 @@ def _reached(status: dict[str, Any], until: str) -> bool:
     return status.get("phase") in ("RolledBack", "Ready") and outcome == "rolledBack"
 
 
-def render_report(demo: Demo, load: MeshLoad, phases: list[tuple[str, float, float]]) -> str:
-    """An HTML page: weight and mesh error rate over time (inline SVG), and the timeline."""
-    start = demo.started
-    end = max([s["t"] for s in demo.samples] + [start + 1])
-    width, height = 900, 260
-
-    def x(t: float) -> float:
-        return 40 + (t - start) / (end - start) * (width - 60)
-
-    def y(percent: float) -> float:
-        return height - 30 - percent / 100 * (height - 50)
-
-    weight = " ".join(f"{x(s['t']):.1f},{y(s['weight']):.1f}" for s in demo.samples)
-    errors = []
-    second = int(start)
-    while second < end:
-        answered = load.statuses(second, second + 5)
-        total = sum(answered.values())
-        if total:
-            bad = sum(n for status, n in answered.items() if status >= 500 or status == 0)
-            errors.append(f"{x(second + 2.5):.1f},{y(100 * bad / total):.1f}")
-        second += 5
-    rows = "".join(
-        f"<tr><td>+{t - start:.0f}s</td><td>{html.escape(m)}</td></tr>" for t, m in demo.events
-    )
-    summary = "".join(
-        f"<li>{html.escape(name)}: {b - a:.0f}s, mesh answers {dict(load.statuses(a, b))}</li>"
-        for name, a, b in phases
-    )
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>CricAlgo canary demo</title></head><body style="font-family:sans-serif">
-<h1>CricAlgo canary demo</h1><ul>{summary}</ul>
-<svg width="{width}" height="{height}" style="border:1px solid #ccc">
-<text x="45" y="15">canary weight % (blue), mesh 5xx % per 5 s (red)</text>
-<line x1="40" y1="{y(0)}" x2="{width - 20}" y2="{y(0)}" stroke="#999"/>
-<line x1="40" y1="{y(100)}" x2="{width - 20}" y2="{y(100)}" stroke="#eee"/>
-<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{weight}"/>
-<polyline fill="none" stroke="#d1242f" stroke-width="1.5" points="{" ".join(errors)}"/>
-</svg><h2>Timeline</h2><table>{rows}</table></body></html>
-"""
+PROMOTE = "canary v2 (healthy)"
+ROLLBACK = "canary v3 (faulty)"
 
 
 @dataclass
@@ -412,9 +366,15 @@ class DemoResult:
     outcomes: list[str] = field(default_factory=list)
     phases: list[tuple[str, float, float]] = field(default_factory=list)
     mesh_answers: dict[str, Counter[int]] = field(default_factory=dict)
+    # Requests the mesh passed to a second pod, per phase (None: no access log to read).
+    mesh_retried: dict[str, int | None] = field(default_factory=dict)
     accepted: int = 0
     lost: int | None = None
     doubled: int | None = None
+    # From the faulty canary's first 500 at the mesh to the canary weight 0.
+    fault_to_weight_zero: float | None = None
+    # Tasks per track while v2's canary held each weight with a steady set of workers.
+    worker_split: list[StepSplit] = field(default_factory=list)
     error: str | None = None
     report: Path | None = None
     # The operator process the demo started (it outlives the demo, like the stack).
@@ -425,29 +385,61 @@ class DemoResult:
         both = self.outcomes == ["promoted", "rolledBack"]
         return both and self.error is None and self.lost == 0 and self.doubled == 0
 
+    def measurements(self) -> list[str]:
+        """The numbers the demo is for, one line each."""
+        lines = []
+        configured = len(STEPS) * STEP_SECONDS
+        for name, a, b in self.phases:
+            answers = self.mesh_answers.get(name, Counter())
+            retried = self.mesh_retried.get(name)
+            lines.append(
+                f"{name}: {b - a:.0f}s; mesh answers {dict(sorted(answers.items()))}; "
+                f"mesh failures (502/503/504/no answer) {mesh_failures(answers)}"
+                + ("" if retried is None else f"; retried on another pod {retried}")
+            )
+        for name, a, b in self.phases:
+            if name == PROMOTE:
+                lines.append(
+                    f"promotion took {b - a:.0f}s for {len(STEPS)} steps of {STEP_SECONDS}s "
+                    f"(at least {configured}s configured)"
+                )
+        if self.fault_to_weight_zero is not None:
+            lines.append(f"fault start to canary weight 0: {self.fault_to_weight_zero:.1f}s")
+        for split in self.worker_split:
+            lines.append(
+                f"weight {split.weight:>3}%: workers stable {split.stable_workers} / canary "
+                f"{split.canary_workers} took {dict(split.tasks)} tasks -> canary "
+                f"{split.canary_share:.1f}% (worker share {split.expected_share:.0f}%)"
+            )
+        lines.append(
+            f"deposits answered 202: {self.accepted}; not credited: {self.lost}; "
+            f"credited twice: {self.doubled}"
+        )
+        return lines
 
-def run_scenarios(state_dir: Path) -> DemoResult:
-    """Promote v2, roll back v3, check the ledger; write the report."""
-    demo = Demo(state_dir)
-    load = MeshLoad(demo.state["nginx"])
+
+def run_scenarios(cluster: ScenarioCluster) -> DemoResult:
+    """Promote v2, roll back v3, check the ledger; measure; write the report."""
+    demo = Demo(cluster)
+    load = MeshLoad(cluster.mesh_url(), HOST, SECRET)
     result = DemoResult()
     try:
         demo.prepare()
         demo.start_operator()
-        result.phases.append(("deploy v1", *demo.rollout("cricalgo/workload:v1", False, "ready")))
+        result.phases.append(("deploy v1", *demo.rollout(IMAGES[0], False, "ready")))
         demo.wait_for_mesh()
         load.start()
         demo.say(f"signed deposit webhooks flowing through the mesh ({HOST})")
         time.sleep(10)
-        v2 = demo.rollout("cricalgo/workload:v2", False, "promoted")
-        result.phases.append(("canary v2 (healthy)", *v2))
+        v2 = demo.rollout(IMAGES[1], False, "promoted")
+        result.phases.append((PROMOTE, *v2))
         result.outcomes.append("promoted")
         demo.say("v2 promoted")
-        v3 = demo.rollout("cricalgo/workload:v3", True, "rolledBack")
-        result.phases.append(("canary v3 (faulty)", *v3))
+        v3 = demo.rollout(IMAGES[2], True, "rolledBack")
+        result.phases.append((ROLLBACK, *v3))
         result.outcomes.append("rolledBack")
         demo.say("v3 rolled back")
-    except (TimeoutError, RuntimeError) as err:
+    except (TimeoutError, RuntimeError, ClusterUnavailable) as err:
         result.error = str(err)
         demo.say(f"demo stopped: {err}")
     finally:
@@ -456,26 +448,35 @@ def run_scenarios(state_dir: Path) -> DemoResult:
     result.operator = demo.operator
     if result.error is None:
         result.lost, result.doubled = demo.lost_deposits(load.accepted)
-        demo.say(
-            f"deposits answered 202: {result.accepted}; not credited: {result.lost}; "
-            f"credited twice: {result.doubled}"
-        )
-    result.mesh_answers = {name: load.statuses(a, b) for name, a, b in result.phases}
+    for name, a, b in result.phases:
+        result.mesh_answers[name] = load.statuses(a, b)
+        log = cluster.access_log
+        result.mesh_retried[name] = retried_requests(log, a, b) if log else None
+        if name == PROMOTE:
+            in_phase = [w for w in demo.worker_samples if a <= w.t <= b]
+            result.worker_split = [s for s in split_by_step(in_phase) if s.weight > 0]
+        if name == ROLLBACK:
+            result.fault_to_weight_zero = fault_to_weight_zero(load.answers, demo.samples, a, b)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    result.report = state_dir / "demo" / f"report-{stamp}.html"
+    result.report = cluster.work_dir / "demo" / f"report-{stamp}.html"
     result.report.parent.mkdir(parents=True, exist_ok=True)
-    result.report.write_text(render_report(demo, load, result.phases))
+    result.report.write_text(render_report(demo, load, result.phases, result.measurements()))
     print("\nTimeline:")
     for t, message in demo.events:
         print(f"  +{t - demo.started:5.0f}s  {message}")
-    for name, a, b in result.phases:
-        print(f"  {name}: {b - a:.0f}s; mesh answers {dict(result.mesh_answers[name])}")
+    print("\nMeasured:")
+    for line in result.measurements():
+        print(f"  {line}")
     print(f"\nReport: {result.report}")
     return result
 
 
 def run_demo(state_dir: Path) -> int:
     """Run both canaries on the running stack; 0 when both outcomes were seen."""
-    result = run_scenarios(state_dir)
+    cluster = LocalCluster(state_dir)
+    try:
+        result = run_scenarios(cluster)
+    finally:
+        cluster.close()
     print("The stack keeps running; stop it with: cricalgo dev down")
     return 0 if result.ok else 1
