@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -20,12 +22,17 @@ class RecordedDeposit:
     duplicate: bool
 
 
+# The group travels as one JSON parameter: encoding it is one C call (json.dumps), where
+# eight array parameters cost psycopg a Python loop per element. The raw body goes as
+# base64 (it need not be UTF-8); amounts go as decimal strings (exact).
 _INSERT_MANY = """
 INSERT INTO deposit_inbox
     (tx_id, provider, event_id, user_id, amount, currency, provider_reference, payload)
-SELECT * FROM unnest(
-    %s::uuid[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[],
-    %s::bytea[])
+SELECT d.tx_id, d.provider, d.event_id, d.user_id, d.amount, d.currency,
+       d.provider_reference, decode(d.payload, 'base64')
+FROM json_to_recordset(%s::json) AS d(
+    tx_id uuid, provider text, event_id text, user_id text, amount numeric, currency text,
+    provider_reference text, payload text)
 ON CONFLICT (provider, event_id) DO NOTHING
 RETURNING tx_id
 """
@@ -46,21 +53,22 @@ async def record_deposits(conn: AsyncConnection, items: list[InboxItem]) -> list
     Two deliveries of one event in the same group: the first row inserts, the second
     conflicts with it and gets its tx_id, as a later duplicate would.
     """
-    tx_ids = [uuid.uuid4() for _ in items]
-    cur = await conn.execute(
-        _INSERT_MANY,
-        (
-            tx_ids,
-            [i.provider for i in items],
-            [i.event_id for i in items],
-            [i.event.user_id for i in items],
-            [i.event.amount for i in items],
-            [i.event.currency for i in items],
-            [i.event.provider_reference for i in items],
-            [i.payload for i in items],
-        ),
-    )
-    inserted = {row[0] for row in await cur.fetchall()}
+    tx_ids = [str(uuid.uuid4()) for _ in items]
+    rows = [
+        {
+            "tx_id": tx_id,
+            "provider": i.provider,
+            "event_id": i.event_id,
+            "user_id": i.event.user_id,
+            "amount": format(i.event.amount, "f"),
+            "currency": i.event.currency,
+            "provider_reference": i.event.provider_reference,
+            "payload": base64.b64encode(i.payload).decode(),
+        }
+        for i, tx_id in zip(items, tx_ids, strict=True)
+    ]
+    cur = await conn.execute(_INSERT_MANY, (json.dumps(rows, separators=(",", ":")),))
+    inserted = {str(row[0]) for row in await cur.fetchall()}
     existing: dict[tuple[str, str], str] = {}
     missing = [i for i, tx in zip(items, tx_ids, strict=True) if tx not in inserted]
     if missing:
@@ -73,7 +81,7 @@ async def record_deposits(conn: AsyncConnection, items: list[InboxItem]) -> list
     results = []
     for item, tx_id in zip(items, tx_ids, strict=True):
         if tx_id in inserted:
-            results.append(RecordedDeposit(str(tx_id), duplicate=False))
+            results.append(RecordedDeposit(tx_id, duplicate=False))
         else:
             results.append(RecordedDeposit(existing[(item.provider, item.event_id)], True))
     return results

@@ -42,13 +42,10 @@ async def deposit_webhook(request: Request) -> JSONResponse:
     started = time.perf_counter()
     services: AppServices = request.app.state.services
     settings = services.settings
-    rejected = services.metrics.deposits.labels(
-        outcome="rejected", track=settings.track, version=settings.version
-    )
 
     body = await _read_capped(request, settings.max_body_bytes)
     if body is None:
-        rejected.inc()
+        services.count_deposit("rejected")
         return _error(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
     if not services.webhook_keys:
         log.error("webhook_secret_missing")
@@ -62,12 +59,12 @@ async def deposit_webhook(request: Request) -> JSONResponse:
             tolerance_seconds=settings.webhook_tolerance_seconds,
         )
     except SignatureError as exc:
-        rejected.inc()
+        services.count_deposit("rejected")
         return _error(401, "invalid_signature", exc.reason)
     try:
         event = parse_deposit(body)
     except InvalidDeposit as exc:
-        rejected.inc()
+        services.count_deposit("rejected")
         return _error(422, "invalid_body", exc.message, field=exc.field)
 
     try:
@@ -83,10 +80,7 @@ async def deposit_webhook(request: Request) -> JSONResponse:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
-    outcome = "duplicate" if recorded.duplicate else "accepted"
-    services.metrics.deposits.labels(
-        outcome=outcome, track=settings.track, version=settings.version
-    ).inc()
+    services.count_deposit("duplicate" if recorded.duplicate else "accepted")
     durable_ms = round((time.perf_counter() - started) * 1000, 2)
     payload = {"ok": True, "tx_id": recorded.tx_id}
     if recorded.duplicate:

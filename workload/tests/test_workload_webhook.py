@@ -101,3 +101,64 @@ async def test_group_insert_handles_duplicates_inside_and_across_groups(database
     assert again[0].tx_id == first[1].tx_id
     assert [r.duplicate for r in again] == [True, False]
     assert len(inbox_rows(database_url)) == 3
+
+
+async def test_group_insert_keeps_amounts_and_raw_bodies_exactly(database_url: str) -> None:
+    from cricalgo_workload.deposit_event import parse_deposit
+    from cricalgo_workload.inbox import InboxItem, record_deposits
+
+    # The smallest and largest amounts the ledger holds, and a body that is not UTF-8
+    # (JSON in UTF-16 is valid input): the group travels as JSON, the body as base64.
+    bodies = [
+        deposit_body(amount="0.00000001"),
+        deposit_body(amount="999999999999.99999999"),
+        deposit_body(amount="12.5").decode().encode("utf-16"),
+    ]
+    items = [InboxItem("prov", f"e{i}", parse_deposit(b), b) for i, b in enumerate(bodies)]
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        recorded = await record_deposits(conn, items)
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT amount::text, payload FROM deposit_inbox WHERE tx_id = ANY(%s::uuid[])"
+            " ORDER BY event_id",
+            ([r.tx_id for r in recorded],),
+        ).fetchall()
+    assert rows == [
+        ("0.00000001", bodies[0]),
+        ("999999999999.99999999", bodies[1]),
+        ("12.50000000", bodies[2]),
+    ]
+
+
+async def test_batched_enqueue_is_consumed_by_a_dramatiq_consumer(
+    settings: Settings, redis_server: Any
+) -> None:
+    import redis.asyncio as aioredis
+    from cricalgo_workload.broker import (
+        CREDIT_ACTOR,
+        close_broker,
+        create_broker,
+        enqueue_credits_async,
+    )
+
+    tx_ids = [f"tx-{i}" for i in range(5)]
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await enqueue_credits_async(client, settings, tx_ids)
+    finally:
+        await client.aclose()
+
+    broker = create_broker(settings)
+    consumer = broker.consume(settings.queue_name, prefetch=10, timeout=500)
+    received = []
+    try:
+        for message in consumer:
+            if message is None:
+                break
+            received.append((message.actor_name, message.args))
+            consumer.ack(message)
+    finally:
+        consumer.close()
+        close_broker(broker)
+    assert sorted(received) == [(CREDIT_ACTOR, (tx_id,)) for tx_id in tx_ids]
