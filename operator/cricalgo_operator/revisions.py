@@ -41,7 +41,9 @@ def plan_revision(cad: Cad, now: datetime.datetime) -> tuple[dict[str, Any], Tra
     - a revision that is neither stable nor the current canary starts a canary at
       weight 0 (superseding a canary in flight);
     - going back to the stable revision aborts a canary in flight;
-    - the current canary's revision (also after a rollback) changes nothing.
+    - the current canary's revision (also after a rollback) changes nothing;
+    - an image that failed its canary gets its track rolled back from the start (no pods,
+      no traffic) until `retry`.
     """
     status = cad.status
     revision = cad.spec_revision
@@ -81,9 +83,13 @@ def plan_revision(cad: Cad, now: datetime.datetime) -> tuple[dict[str, Any], Tra
                 "Warning",
             ),
         )
+    # An image that failed its canary comes back rolled back (scaled to zero, no traffic):
+    # only `retry` analyses it again, so re-applying it never starts its pods by itself.
+    failed = image == status.get("failedImage")
+    phase = "Paused" if cad.spec["canary"].get("paused") else "Progressing"
     patch: dict[str, Any] = {
         **CANARY_RESET,
-        "phase": "Paused" if cad.spec["canary"].get("paused") else "Progressing",
+        "phase": "RolledBack" if failed else phase,
         "canaryRevision": revision,
         "canaryImage": image,
         "canaryStartedAt": rfc3339(now),
@@ -94,6 +100,13 @@ def plan_revision(cad: Cad, now: datetime.datetime) -> tuple[dict[str, Any], Tra
         patch["history"] = with_history(
             status.get("history") or [],
             _history_entry(cad, "superseded", f"new revision {revision} ({image})", now),
+        )
+    if failed:
+        return patch, Transition(
+            "FailedImage",
+            f"{image} failed its canary before; revision {revision} waits at zero replicas"
+            " for a retry",
+            "Warning",
         )
     return patch, Transition(
         "CanaryStarted", f"revision {revision} ({image}) starts as canary at weight 0"

@@ -141,6 +141,29 @@ def test_promotion_then_completion_and_rollback() -> None:
     assert plan_revision(rolled, LATER) == ({}, None)
 
 
+def test_a_failed_image_applied_again_starts_no_canary_until_retry() -> None:
+    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    canary = cad("reg/cricalgo:1.1", stable.status)
+    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
+    rolled = apply_patch(canary, rollback_patch(canary, "error rate", LATER))
+    # Back to the stable image (the idle canary goes), then the failed image once more.
+    back = cad("reg/cricalgo:1.0", rolled.status)
+    back = apply_patch(back, plan_revision(back, LATER)[0])
+    assert not back.canary_active
+    again = cad("reg/cricalgo:1.1", back.status)
+    patch, transition = plan_revision(again, LATER)
+    again = apply_patch(again, patch)
+    assert again.status["phase"] == "RolledBack"
+    assert again.canary_scaled_down  # rendered at zero replicas: no pod, no traffic
+    assert again.canary_weight == 0
+    assert again.status["failedImage"] == "reg/cricalgo:1.1"
+    assert transition is not None
+    assert (transition.reason, transition.type) == ("FailedImage", "Warning")
+    # Another image is a canary as usual.
+    other = cad("reg/cricalgo:1.2", back.status)
+    assert plan_revision(other, LATER)[0]["phase"] == "Progressing"
+
+
 def test_history_keeps_the_last_ten() -> None:
     history: list[dict[str, Any]] = []
     for i in range(HISTORY_LIMIT + 3):
