@@ -158,6 +158,22 @@ class KubeApi:
             raise
         return True
 
+    async def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> Manifest:
+        """JSON merge patch of an object itself (metadata, spec); not its status.
+
+        Unlike `apply`, it takes no ownership of the fields it sets: for one-shot writes
+        such as the control annotations, which their writer or the operator deletes.
+        """
+        result: Manifest = await self._request(
+            "PATCH",
+            resource_path(api_version, kind, namespace, name),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+        return result
+
     async def patch_status(
         self,
         api_version: str,

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 from cricalgo_localstack.processes import free_port
+from cricalgo_operator.canary.controls import consumed_patch, patch_cad, request_patch
 from cricalgo_operator.children import drifted
 from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import ApiError, KubeApi
@@ -483,3 +484,22 @@ async def test_restart_mid_canary_keeps_status_and_weight(
         f'cricalgo_operator_canary_weight{{name="pay",namespace="{cluster.namespace}"}} 25.0'
         in metrics
     )
+
+
+async def test_merge_patch_of_the_cr_is_counted_like_every_write(
+    cluster: Cluster, kube_cluster: Any
+) -> None:
+    cluster.apply(cr("none"))
+    api = KubeApi.from_connection(load_connection(str(kube_cluster.kubeconfig)))
+    try:
+        body = await patch_cad(api, cluster.namespace, "pay", request_patch("abort", "now"))
+        assert body["metadata"]["annotations"]["cricalgo.io/abort"] == "now"
+        body = await patch_cad(api, cluster.namespace, "pay", consumed_patch(frozenset({"abort"})))
+        assert "cricalgo.io/abort" not in (body["metadata"].get("annotations") or {})
+        assert api.writes == 2
+        with pytest.raises(ApiError) as missing:
+            await patch_cad(api, cluster.namespace, "nobody", request_patch("abort", "now"))
+        assert missing.value.status == 404
+    finally:
+        await api.close()
+    assert (cluster.cad()["metadata"].get("annotations") or {}).get("cricalgo.io/abort") is None

@@ -16,13 +16,12 @@ a GitOps tool that owns the spec reverts a `kubectl cricalgo pause` on its next 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from cricalgo_operator.canary.model import Control
-from cricalgo_operator.kubeapi import ApiError, KubeApi, resource_path
+from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.naming import API_VERSION, GROUP, KIND
 
 PROMOTE = f"{GROUP}/promote"
@@ -64,17 +63,4 @@ def pause_patch(paused: bool) -> dict[str, Any]:
 
 async def patch_cad(api: KubeApi, namespace: str, name: str, patch: dict[str, Any]) -> Any:
     """JSON merge patch of the CR itself (spec, metadata); not its status."""
-    api.writes += 1
-    response = await api.http.request(
-        "PATCH",
-        resource_path(API_VERSION, KIND, namespace, name),
-        content=json.dumps(patch),
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:
-            message = response.text
-        raise ApiError(response.status_code, message)
-    return response.json()
+    return await api.patch(API_VERSION, KIND, namespace, name, patch)
