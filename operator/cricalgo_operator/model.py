@@ -161,6 +161,14 @@ class Cad:
         """After a rollback the canary Deployments stay, at zero replicas."""
         return self.status.get("phase") in ("RollingBack", "RolledBack", "Failed")
 
+    def promoting_with(self, component: str) -> int | None:
+        """During a promotion, the replicas of `component` that served traffic when it
+        began (`status.promotionReplicas`); None otherwise."""
+        if self.status.get("phase") != "Promoting":
+            return None
+        recorded = self.status.get("promotionReplicas") or {}
+        return int(recorded.get(component) or 0)
+
     def owner_reference(self) -> dict[str, Any]:
         return {
             "apiVersion": "cricalgo.io/v1alpha1",

@@ -15,6 +15,7 @@ class DeploymentReadiness:
     available: int
     updated: int
     current: bool  # the controller has seen the latest spec
+    component: str = "app"
 
     @property
     def ready(self) -> bool:
@@ -36,7 +37,16 @@ def deployment_readiness(deployment: dict[str, Any]) -> DeploymentReadiness:
         available=int(status.get("availableReplicas") or 0),
         updated=int(status.get("updatedReplicas") or 0),
         current=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+        component=(meta.get("labels") or {}).get("app.kubernetes.io/component", "app"),
     )
+
+
+def serving_replicas(deployments: Iterable[DeploymentReadiness]) -> dict[str, int]:
+    """Available replicas per component, both tracks together: the capacity serving now."""
+    out: dict[str, int] = {}
+    for d in deployments:
+        out[d.component] = out.get(d.component, 0) + d.available
+    return out
 
 
 @dataclass(frozen=True)

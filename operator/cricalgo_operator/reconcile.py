@@ -18,6 +18,7 @@ from .model import Cad
 from .naming import API_VERSION, KIND
 from .readiness import DeploymentReadiness, deployment_readiness, stable_readiness
 from .render import render
+from .render_scaling import promotion_floor
 from .revisions import plan_revision, promotion_done_patch
 from .status import Transition, set_condition, write_status
 
@@ -127,7 +128,7 @@ async def refresh_status(
     to Ready and record observedGeneration; the readiness watcher leaves those alone.
     """
     phase = cad.status.get("phase") or "Initializing"
-    if phase == "Promoting" and stable_readiness(deployments).ready:
+    if phase == "Promoting" and promotion_ready(cad, deployments):
         cad = await write_status(
             api,
             cad,
@@ -151,6 +152,23 @@ async def refresh_status(
         cad = await write_status(api, cad, patch, transition, now)
     metrics.record_state(cad.namespace, cad.name, phase, cad.canary_weight)
     return cad
+
+
+def promotion_ready(cad: Cad, deployments: Iterable[DeploymentReadiness]) -> bool:
+    """Whether the stable track runs the promoted template with at least the replicas that
+    served traffic when the promotion began: only then does the traffic come back to it."""
+    deployments = list(deployments)
+    if not stable_readiness(deployments).ready:
+        return False
+    for d in deployments:
+        serving = cad.promoting_with(d.component) if d.track == "stable" else None
+        if serving is None or d.component not in cad.spec:
+            continue
+        replicas = cad.spec[d.component]["replicas"]
+        floor = promotion_floor(int(replicas["min"]), int(replicas["max"]), serving)
+        if d.available < floor:
+            return False
+    return True
 
 
 def _ready_transition(

@@ -47,7 +47,12 @@ def render_workloads(cad: Cad) -> list[Manifest]:
     tracks = track_inputs(cad)
     for component in COMPONENTS:
         bounds = track_bounds(
-            cad.spec, component, cad.canary_weight, cad.canary_active, cad.canary_scaled_down
+            cad.spec,
+            component,
+            cad.canary_weight,
+            cad.canary_active,
+            cad.canary_scaled_down,
+            cad.promoting_with(component),
         )
         for track, (inputs, revision) in tracks.items():
             b = bounds.get(track)

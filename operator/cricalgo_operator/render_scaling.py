@@ -43,14 +43,27 @@ def split_replicas(lo: int, hi: int, weight: int) -> tuple[Bounds, Bounds | None
     return Bounds(stable_lo, stable_hi), Bounds(canary_lo, canary_hi)
 
 
+def promotion_floor(lo: int, hi: int, serving: int) -> int:
+    """The stable's minimum while a promotion is under way: the replicas serving now (both
+    tracks), within the HPA's bounds."""
+    return max(lo, min(hi, serving))
+
+
 def track_bounds(
     spec: dict[str, Any],
     component: Component,
     weight: int,
     canary_active: bool,
     canary_scaled_down: bool,
+    promoting_with: int | None = None,
 ) -> dict[Track, Bounds | None]:
-    """Replica bounds of each track of one component for the current canary state."""
+    """Replica bounds of each track of one component for the current canary state.
+
+    `promoting_with`: during a promotion, the replicas (both tracks) that served the
+    traffic when it began. The stable is scaled up to at least that, to its full maximum,
+    before the traffic comes back to it (no thundering herd on a stable shrunk to the
+    leftover share, Flagger #1600); the canary keeps its share until then.
+    """
     replicas = spec[component]["replicas"]
     lo, hi = int(replicas["min"]), int(replicas["max"])
     if not canary_active:
@@ -60,9 +73,12 @@ def track_bounds(
     by_ratio = component == "worker" or spec["traffic"]["provider"] == "none"
     if by_ratio:
         stable, canary = split_replicas(lo, hi, weight)
-        return {"stable": stable, "canary": canary}
-    # Behind a router the canary gets the stable's bounds and scales on its own CPU.
-    return {"stable": Bounds(lo, hi), "canary": Bounds(lo, hi)}
+    else:
+        # Behind a router the canary gets the stable's bounds and scales on its own CPU.
+        stable, canary = Bounds(lo, hi), Bounds(lo, hi)
+    if promoting_with is not None:
+        stable = Bounds(promotion_floor(lo, hi, promoting_with), hi)
+    return {"stable": stable, "canary": canary}
 
 
 def hpa_metrics(spec: dict[str, Any], component: Component) -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ removes a key). The reconciler and the canary engine write them with
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from .model import Cad, pod_inputs
+from .naming import COMPONENTS
 from .status import Transition, rfc3339, with_history
 
 CANARY_RESET: dict[str, Any] = {
@@ -113,11 +115,15 @@ def plan_revision(cad: Cad, now: datetime.datetime) -> tuple[dict[str, Any], Tra
     )
 
 
-def promotion_patch(cad: Cad, reason: str, now: datetime.datetime) -> dict[str, Any]:
+def promotion_patch(
+    cad: Cad, reason: str, now: datetime.datetime, serving: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     """Step one of a promotion: the stable track takes the canary's pod template.
 
-    The canary keeps serving at its weight until the stable track is available again
-    (`promotion_done_patch`), so capacity never dips.
+    `serving`: available replicas per component, both tracks, right now. The stable is
+    scaled to at least that (render_scaling.track_bounds) and the canary keeps serving at
+    its weight until the stable track is available at that size (`promotion_done_patch`),
+    so capacity never dips.
     """
     return {
         "phase": "Promoting",
@@ -125,6 +131,7 @@ def promotion_patch(cad: Cad, reason: str, now: datetime.datetime) -> dict[str, 
         "stableRevision": cad.status.get("canaryRevision") or cad.spec_revision,
         "stableImage": cad.status.get("canaryImage") or cad.spec["image"],
         "promotionReason": reason,
+        "promotionReplicas": {c: int((serving or {}).get(c, 0)) for c in COMPONENTS},
     }
 
 
@@ -139,6 +146,7 @@ def promotion_done_patch(cad: Cad, now: datetime.datetime) -> dict[str, Any]:
         "phase": "Ready",
         "canaryStartedAt": None,
         "promotionReason": None,
+        "promotionReplicas": None,
         "history": history,
     }
 

@@ -26,7 +26,8 @@ from . import metrics
 from .children import apply_children
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
-from .naming import API_VERSION, KIND
+from .naming import API_VERSION, KIND, children_selector
+from .readiness import deployment_readiness, serving_replicas
 from .revisions import promotion_patch, rollback_patch
 from .status import Transition, write_status
 
@@ -82,12 +83,16 @@ async def _fresh(api: KubeApi, cad: Cad) -> Cad:
 async def promote(
     api: KubeApi, cad: Cad, *, reason: str, now: datetime.datetime | None = None
 ) -> Cad:
-    """Stable takes the canary's template; the canary goes once stable is available again."""
+    """Stable takes the canary's template and is scaled to the replicas serving now (both
+    tracks); the canary goes once stable is available at that size."""
     moment = now or datetime.datetime.now(datetime.UTC)
+    selector = children_selector(cad.name)
+    found = await api.list("apps/v1", "Deployment", cad.namespace, label_selector=selector)
+    serving = serving_replicas(deployment_readiness(d) for d in found)
     cad = await write_status(
         api,
         cad,
-        promotion_patch(cad, reason, moment),
+        promotion_patch(cad, reason, moment, serving),
         Transition("Promoting", f"promoting {cad.status.get('canaryImage')}: {reason}"),
         moment,
     )

@@ -265,6 +265,20 @@ def test_healthy_canary_walks_every_step_and_promotes(canary: Canary) -> None:
     assert app["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE.format(V2)
     reasons = canary.events()
     assert {"CanaryStarted", "StepPassed", "Promoting"} <= set(reasons)
+    # Pre-scaled before any traffic comes back: at 100 % the stable had shrunk to one
+    # replica per component; now its HPAs start from the serving capacity (no pod ever runs
+    # here, so that is replicas.min) while the canary keeps its own.
+    assert status["promotionReplicas"] == {"app": 0, "worker": 0}
+
+    def hpa_min(name: str) -> int:
+        hpa = json.loads(canary.kubectl("get", "hpa", name, "-o", "json").stdout)
+        return int(hpa["spec"]["minReplicas"])
+
+    assert (hpa_min("pay-app"), hpa_min("pay-worker")) == (3, 2)
+    assert (hpa_min("pay-app-canary"), hpa_min("pay-worker-canary")) == (3, 2)
+    # The stable never becomes available here, so the canary is not removed.
+    time.sleep(2)
+    assert canary.status()["phase"] == "Promoting"
 
 
 def test_moderate_errors_roll_back_after_max_failed_checks(canary: Canary) -> None:

@@ -12,9 +12,15 @@ from cricalgo_operator.children import drifted
 from cricalgo_operator.logs import JsonFormatter
 from cricalgo_operator.model import Cad
 from cricalgo_operator.naming import image_version
-from cricalgo_operator.readiness import deployment_readiness, stable_readiness
-from cricalgo_operator.reconcile import conditions_for
-from cricalgo_operator.render_scaling import split_replicas
+from cricalgo_operator.readiness import (
+    DeploymentReadiness,
+    deployment_readiness,
+    serving_replicas,
+    stable_readiness,
+)
+from cricalgo_operator.reconcile import conditions_for, promotion_ready
+from cricalgo_operator.render import render
+from cricalgo_operator.render_scaling import Bounds, split_replicas, track_bounds
 from cricalgo_operator.revisions import (
     plan_revision,
     promotion_done_patch,
@@ -215,6 +221,53 @@ def test_ready_needs_every_stable_deployment_current_and_available() -> None:
     assert not result.ready
     assert result.message == "pay-app 1/3 available"
     assert stable_readiness([]).reason == "NoDeployments"
+
+
+def _readiness(name: str, track: str, desired: int, available: int) -> DeploymentReadiness:
+    body = deployment(name, track, desired, available, 2)
+    body["metadata"]["labels"]["app.kubernetes.io/component"] = name.split("-")[1]
+    return deployment_readiness(body)
+
+
+def test_promotion_prescales_stable_to_the_capacity_serving_now() -> None:
+    # Provider none at 100 %: the canary carries everything, the stable shrank to one pod.
+    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    canary = cad("reg/cricalgo:1.1", stable.status)
+    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
+    canary = apply_patch(canary, {"canaryWeight": 100})
+    before = [
+        _readiness("pay-app", "stable", 1, 1),
+        _readiness("pay-app-canary", "canary", 8, 8),
+        _readiness("pay-worker", "stable", 1, 1),
+        _readiness("pay-worker-canary", "canary", 20, 20),  # beyond max 10: bounded
+    ]
+    serving = serving_replicas(before)
+    assert serving == {"app": 9, "worker": 21}
+    promoting = apply_patch(canary, promotion_patch(canary, "all steps passed", LATER, serving))
+    assert promoting.status["promotionReplicas"] == {"app": 9, "worker": 21}
+    hpas = {
+        m["metadata"]["name"]: (m["spec"]["minReplicas"], m["spec"]["maxReplicas"])
+        for m in render(promoting)
+        if m["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert hpas["pay-app"] == (9, 12)
+    assert hpas["pay-worker"] == (10, 10)
+    assert hpas["pay-app-canary"] == (3, 12)  # the canary keeps serving meanwhile
+    # Ready at the old size is not enough: the traffic comes back at the serving size.
+    small = [_readiness("pay-app", "stable", 1, 1), _readiness("pay-worker", "stable", 1, 1)]
+    assert stable_readiness(small).ready
+    assert not promotion_ready(promoting, small)
+    big = [_readiness("pay-app", "stable", 9, 9), _readiness("pay-worker", "stable", 10, 10)]
+    assert promotion_ready(promoting, big)
+    done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
+    assert "promotionReplicas" not in done.status
+    assert promotion_ready(done, small)  # not promoting: nothing to wait for
+
+
+def test_promotion_floor_stays_within_the_hpa_bounds() -> None:
+    assert track_bounds(cad().spec, "app", 100, True, False, 0)["stable"] == Bounds(3, 12)
+    assert track_bounds(cad().spec, "app", 100, True, False, 50)["stable"] == Bounds(12, 12)
+    assert track_bounds(cad().spec, "worker", 100, True, False, None)["stable"] == Bounds(1, 1)
 
 
 def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> None:

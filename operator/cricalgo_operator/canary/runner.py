@@ -42,7 +42,7 @@ from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, 
 from cricalgo_operator.children import apply_children
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
-from cricalgo_operator.naming import API_VERSION, KIND, MANAGED_BY, image_version
+from cricalgo_operator.naming import API_VERSION, KIND, children_selector, image_version
 from cricalgo_operator.readiness import deployment_readiness
 from cricalgo_operator.revisions import rollback_patch
 from cricalgo_operator.status import Transition, emit_event, write_status
@@ -164,10 +164,7 @@ async def canary_ready(api: KubeApi, cad: Cad) -> bool:
     """
     if not cad.canary_active or cad.canary_scaled_down:
         return False
-    selector = (
-        f"app.kubernetes.io/instance={cad.name},app.kubernetes.io/managed-by={MANAGED_BY},"
-        "track=canary"
-    )
+    selector = children_selector(cad.name, "canary")
     found = await api.list("apps/v1", "Deployment", cad.namespace, label_selector=selector)
     readiness = [deployment_readiness(d) for d in found]
     return bool(readiness) and all(r.ready for r in readiness)
