@@ -42,6 +42,11 @@ analysis_verdicts = Counter(
 rollbacks = Counter(
     "cricalgo_operator_rollbacks_total", "Canary rollbacks.", ["namespace", "name", "reason"]
 )
+rollouts = Counter(
+    "cricalgo_operator_rollouts_total",
+    "Canaries ended, by outcome (promoted, rolledBack, aborted, superseded).",
+    ["namespace", "name", "outcome"],
+)
 analysis_errors = Counter(
     "cricalgo_operator_analysis_errors_total",
     "Canary analyses that could not query Prometheus.",
@@ -61,6 +66,11 @@ def record_state(namespace: str, name: str, phase: str | None, weight: int) -> N
     canary_weight.labels(namespace, name).set(weight)
     for candidate in PHASES:
         canary_phase.labels(namespace, name, candidate).set(1 if candidate == phase else 0)
+
+
+def record_outcome(namespace: str, name: str, outcome: str) -> None:
+    """Count a canary that ended (the outcome its history entry records)."""
+    rollouts.labels(namespace, name, outcome).inc()
 
 
 def forget(namespace: str, name: str) -> None:

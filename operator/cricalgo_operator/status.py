@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import metrics
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import API_VERSION, FIELD_MANAGER, KIND
@@ -141,6 +142,20 @@ async def write_status(
     body = await api.patch_status(
         API_VERSION, KIND, cad.namespace, cad.name, patch, cad.resource_version
     )
+    outcome = ended_outcome(cad.status.get("history") or [], patch.get("history"))
+    if outcome is not None:
+        metrics.record_outcome(cad.namespace, cad.name, outcome)
     if transition is not None:
         await emit_event(api, cad, transition, moment)
     return Cad.from_body(body)
+
+
+def ended_outcome(before: list[dict[str, Any]], after: list[dict[str, Any]] | None) -> str | None:
+    """The outcome of the rollout a history patch records, if it adds one.
+
+    Every end of a canary (promotion, rollback, abort, supersession) is a new history
+    entry, whichever writer records it, so counting here counts each exactly once.
+    """
+    if not after or (before and after[-1] == before[-1]):
+        return None
+    return str(after[-1].get("outcome"))

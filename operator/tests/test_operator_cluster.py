@@ -29,8 +29,10 @@ from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
-from cricalgo_operator.rollout import set_weight
+from cricalgo_operator.rollout import rollback, set_weight
 from polling import wait_for  # loaded by conftest.py
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("cad_crd")]
 
@@ -503,3 +505,42 @@ async def test_merge_patch_of_the_cr_is_counted_like_every_write(
     finally:
         await api.close()
     assert (cluster.cad()["metadata"].get("annotations") or {}).get("cricalgo.io/abort") is None
+
+
+def _outcomes(text: str, namespace: str, outcome: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "cricalgo_operator_rollouts_total" and sample.labels == {
+                "namespace": namespace,
+                "name": "pay",
+                "outcome": outcome,
+            }:
+                return float(sample.value)
+    return 0.0
+
+
+async def test_every_end_of_a_canary_is_counted_by_outcome(
+    cluster: Cluster, namespaced_operator: OperatorProcess
+) -> None:
+    cluster.apply(cr("none"))
+    wait_status(cluster, "phase Ready", lambda b: status_of(b).get("phase") == "Ready")
+    for image in ("registry.local/cricalgo:1.1.0", "registry.local/cricalgo:1.2.0"):
+        cluster.apply(cr("none", image=image))
+        wait_status(cluster, image, lambda b, i=image: status_of(b).get("canaryImage") == i)
+    # The reconciler (the operator process) superseded 1.1.0 with 1.2.0.
+    assert _outcomes(namespaced_operator.metrics(), cluster.namespace, "superseded") == 1
+    # A rollback, by whoever calls the primitive (here this process), counts too.
+    counted = generate_latest().decode()
+    api = KubeApi.from_connection(load_connection(str(namespaced_operator.kubeconfig)))
+    try:
+        body = await api.get("cricalgo.io/v1alpha1", "CricAlgoDeployment", cluster.namespace, "pay")
+        assert body is not None
+        cad = await rollback(api, Cad.from_body(body), reason="error rate")
+    finally:
+        await api.close()
+    assert cad.status["phase"] == "RolledBack"
+    after = generate_latest().decode()
+    assert (
+        _outcomes(after, cluster.namespace, "rolledBack")
+        == _outcomes(counted, cluster.namespace, "rolledBack") + 1
+    )
