@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from .broker import enqueue_credits_async, queue_key
+from .broker import AsyncCreditSender, queue_key
 from .database import create_async_pool
 from .inbox import InboxItem, RecordedDeposit, inbox_stats, record_deposits
 from .metrics import PoolCollector, WebhookMetrics
@@ -30,9 +30,8 @@ class DepositEnqueuer:
     to Redis. Losing what is queued here (a crash) loses no deposit: the rows are durable and
     the relay enqueues them again."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
-        self.redis = redis
-        self.settings = settings
+    def __init__(self, sender: AsyncCreditSender) -> None:
+        self.sender = sender
         self.queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -55,7 +54,7 @@ class DepositEnqueuer:
     async def _send(self, batch: list[tuple[str, float]]) -> None:
         started = time.perf_counter()
         try:
-            await enqueue_credits_async(self.redis, self.settings, [tx_id for tx_id, _ in batch])
+            await self.sender.send([tx_id for tx_id, _ in batch])
         except Exception as exc:
             for tx_id, _ in batch:
                 log.warning("deposit_enqueue_failed", extra={"tx_id": tx_id, "error": repr(exc)})
@@ -150,7 +149,7 @@ class AppServices:
             settings=settings,
             metrics=metrics,
             pool=pool,
-            enqueuer=DepositEnqueuer(redis, settings),
+            enqueuer=DepositEnqueuer(AsyncCreditSender(redis, settings)),
             inbox=InboxWriter(pool, writers=min(INBOX_WRITERS, settings.pool_max_size)),
             redis=redis,
             webhook_keys=tuple(decode_secret(s) for s in settings.webhook_secrets),

@@ -137,15 +137,19 @@ async def test_batched_enqueue_is_consumed_by_a_dramatiq_consumer(
     import redis.asyncio as aioredis
     from cricalgo_workload.broker import (
         CREDIT_ACTOR,
+        AsyncCreditSender,
         close_broker,
         create_broker,
-        enqueue_credits_async,
     )
 
     tx_ids = [f"tx-{i}" for i in range(5)]
     client = aioredis.Redis.from_url(redis_server.url)
     try:
-        await enqueue_credits_async(client, settings, tx_ids)
+        sender = AsyncCreditSender(client, settings)
+        await sender.send(tx_ids[:3])
+        # A restarted Redis has forgotten the script: it is loaded again on the way.
+        await client.script_flush()
+        await sender.send(tx_ids[3:])
     finally:
         await client.aclose()
 
