@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -14,6 +15,21 @@ from .settings import Settings, SettingsError
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+# The webhook allocates a few hundred short-lived container objects per request. Python's
+# default young-generation threshold (700) ran a collection every few requests, and full
+# collections traversed every module, class and function loaded at start-up: pauses of tens
+# of milliseconds under load, straight into the p99. Objects that exist before serving are
+# moved out of the collector's sight (gc.freeze) and young collections run 14x less often.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _tune_gc_for_latency() -> None:
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     # handler that was installed before it: make that one a clean exit.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
+    app = create_app(settings)
+    _tune_gc_for_latency()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
