@@ -4,21 +4,26 @@ worker's end-to-end credit rate, on this machine, in one run. Not a test: prints
 (a) ceiling: bare Starlette handler answering 202, same uvicorn settings;
 (b) durable webhook: verify + validate + INSERT (committed) + 202 + enqueue to Redis;
 (c) deposits credited per second with N worker processes, from a queue filled beforehand.
-Load comes from separate processes: wrk (saturation) and an aiohttp open-loop generator
-(fixed rate).
+Load comes from separate processes: wrk (saturation) and an open-loop generator at a fixed
+rate (fixed_rate.py). (a) and (b) alternate for several rounds; the table keeps each one's
+median and the spread is printed, with the load average and each server's CPU time per
+request (the part of the comparison that other tenants of the machine disturb least).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -84,6 +89,49 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def with_process_tree(root: int) -> list[int]:
+    """`root` and its direct children (PostgreSQL's backends are the postmaster's)."""
+    pids = [root]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if parent == root:
+                pids.append(int(entry.name))
+    return pids
+
+
+def measured(
+    run: Callable[[], dict[str, float]], server: int, services: list[int]
+) -> dict[str, float]:
+    """`run()`'s result plus the CPU per request of the server and of PostgreSQL + Redis,
+    and the load average when it ended."""
+    service_pids = [pid for root in services for pid in with_process_tree(root)]
+    before = cpu_seconds([server]), cpu_seconds(service_pids)
+    result = run()
+    service_pids = [pid for root in services for pid in with_process_tree(root)]
+    after = cpu_seconds([server]), cpu_seconds(service_pids)
+    requests = result["rps"] * result["seconds"]
+    result["server_us"] = (after[0] - before[0]) / requests * 1e6
+    result["services_us"] = max(0.0, after[1] - before[1]) / requests * 1e6
+    result["load"] = os.getloadavg()[0]
+    return result
+
+
 def wrk(url: str, lua: Path, seconds: int, connections: int, threads: int = 1) -> dict[str, float]:
     env = {**os.environ, "BENCH_REQUESTS": str(lua), "BENCH_THREADS": str(threads)}
     out = subprocess.run(
@@ -95,6 +143,7 @@ def wrk(url: str, lua: Path, seconds: int, connections: int, threads: int = 1) -
     n, duration_us, p50, p95, p99, errors = (int(v) for v in line.split()[1:])
     return {
         "rps": n / (duration_us / 1e6),
+        "seconds": duration_us / 1e6,
         "p50_ms": p50 / 1000,
         "p95_ms": p95 / 1000,
         "p99_ms": p99 / 1000,
@@ -108,6 +157,7 @@ def fixed_rate(url: str, jsonl: Path, rate: int, seconds: int) -> dict[str, floa
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     result: dict[str, float] = json.loads(out)
+    result["seconds"] = result["requests"] / result["rps"]
     return result
 
 
@@ -176,6 +226,17 @@ def credit_rate(
             stop(p)
 
 
+def median_run(results: list[dict[str, float]], key: str) -> dict[str, float]:
+    return sorted(results, key=lambda r: r[key])[len(results) // 2]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return (
+        " ".join(format(v, fmt) for v in values)
+        + f" (median {format(statistics.median(values), fmt)})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=8)
@@ -192,6 +253,7 @@ def main() -> None:
     redis_server.start()
     postgres.start()
     processes: list[subprocess.Popen[bytes]] = []
+    load_start = os.getloadavg()
     try:
         dsn = postgres.create_database("bench")
         migrate(dsn)
@@ -210,7 +272,12 @@ def main() -> None:
             "CRICALGO_RELAY_AFTER_SECONDS": "600",
         }
         settings = Settings.from_env(env)
-        rows: list[tuple[str, str, dict[str, float]]] = []
+        services = [
+            pid
+            for pid in (redis_server.process and redis_server.process.pid,
+                        postgres.process and postgres.process.pid)
+            if pid
+        ]  # fmt: skip
 
         bare_port, hook_port = free_port(), free_port()
         bare = start(
@@ -227,22 +294,35 @@ def main() -> None:
         wait_http(bare_url)
         wait_http(hook_url + "/healthz")
 
-        # Saturation alternates a and b for several rounds and keeps each one's median run:
-        # this machine is shared, so a single run of each would mostly measure the neighbours.
-        targets = (("(a) bare Starlette 202", bare_url), ("(b) durable webhook", hook_url))
-        for target, url in targets:
-            _, jsonl = write_deliveries(secret, args.rate * args.seconds, scratch, "fixed")
-            rows.append(
-                (target, f"fixed {args.rate}/s", fixed_rate(url, jsonl, args.rate, args.seconds))
-            )
-        runs: dict[str, list[dict[str, float]]] = {target: [] for target, _ in targets}
+        # (a) and (b) alternate, round after round, and each keeps its median run: the
+        # machine is shared, so a single run of each would mostly measure the neighbours.
+        targets = (
+            ("(a) bare Starlette 202", bare_url, bare.pid),
+            ("(b) durable webhook", hook_url, hook.pid),
+        )
+        fixed: dict[str, list[dict[str, float]]] = {t: [] for t, _, _ in targets}
+        saturated: dict[str, list[dict[str, float]]] = {t: [] for t, _, _ in targets}
         for _ in range(args.rounds):
-            for target, url in targets:
+            for target, url, pid in targets:
+                # Signed now: deliveries older than the 300 s tolerance would be refused.
+                _, jsonl = write_deliveries(secret, args.rate * args.seconds, scratch, "fixed")
+                fixed[target].append(
+                    measured(
+                        functools.partial(fixed_rate, url, jsonl, args.rate, args.seconds),
+                        pid,
+                        services,
+                    )
+                )
+        for _ in range(args.rounds):
+            for target, url, pid in targets:
                 lua, _ = write_deliveries(secret, 3000 * args.seconds, scratch, "sat")
-                runs[target].append(wrk(url, lua, args.seconds, args.connections))
-        for target, results in runs.items():
-            median = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
-            rows.append((target, f"saturation c={args.connections}", median))
+                saturated[target].append(
+                    measured(
+                        functools.partial(wrk, url, lua, args.seconds, args.connections),
+                        pid,
+                        services,
+                    )
+                )
         stop(hook)
         stop(bare)
 
@@ -259,19 +339,46 @@ def main() -> None:
         redis_server.stop()
         for path in _created:
             shutil.rmtree(path, ignore_errors=True)
+    load_end = os.getloadavg()
 
-    print(f"\nCricAlgo workload benchmark — {os.cpu_count()} CPUs, {args.seconds}s per run\n")
-    columns = ["req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
-    print(f"| {'target':<24} | {'load':<18} | " + " | ".join(f"{c:>7}" for c in columns) + " |")
-    print(f"|{'-' * 26}|{'-' * 20}|" + "|".join("-" * 9 for _ in columns) + "|")
+    rows = [(t, f"fixed {args.rate}/s", median_run(fixed[t], "p99_ms")) for t, _, _ in targets]
+    rows += [
+        (t, f"saturation c={args.connections}", median_run(saturated[t], "rps"))
+        for t, _, _ in targets
+    ]
+    print(
+        f"\nCricAlgo workload benchmark — {os.cpu_count()} CPUs, {args.seconds}s per run,"
+        f" {args.rounds} rounds, medians; load average"
+        f" {load_start[0]:.2f}/{load_start[1]:.2f} at start, {load_end[0]:.2f}/{load_end[1]:.2f}"
+        " at end (1/5 min)\n"
+    )
+    columns = ["req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "srv µs/r", "pg+rd µs/r"]
+    print(f"| {'target':<24} | {'load':<18} | " + " | ".join(f"{c:>8}" for c in columns) + " |")
+    print(f"|{'-' * 26}|{'-' * 20}|" + "|".join("-" * 10 for _ in columns) + "|")
     for target, load, r in rows:
         errors = r.get("errors", r.get("non_202", 0))
         print(
-            f"| {target:<24} | {load:<18} | {r['rps']:>7.0f} | {r['p50_ms']:>7.2f} |"
-            f" {r['p95_ms']:>7.2f} | {r['p99_ms']:>7.2f} | {errors:>7.0f} |"
+            f"| {target:<24} | {load:<18} | {r['rps']:>8.0f} | {r['p50_ms']:>8.2f} |"
+            f" {r['p95_ms']:>8.2f} | {r['p99_ms']:>8.2f} | {errors:>8.0f} |"
+            f" {r['server_us']:>8.0f} | {r['services_us']:>10.0f} |"
         )
-    sat = [r for _, load, r in rows if load.startswith("saturation")]
-    print(f"\nratio b/a at saturation: {sat[1]['rps'] / sat[0]['rps']:.2f}")
+    (a_name, _, _), (b_name, _, _) = targets
+    ratios = [
+        b["rps"] / a["rps"] for a, b in zip(saturated[a_name], saturated[b_name], strict=True)
+    ]
+    print(f"\nratio b/a at saturation, per round: {spread(ratios, '.2f')}")
+    cpu_ratios = [
+        a["server_us"] / b["server_us"]
+        for a, b in zip(saturated[a_name], saturated[b_name], strict=True)
+    ]
+    print(f"server CPU per request a/b at saturation, per round: {spread(cpu_ratios, '.2f')}")
+    for target, _, _ in targets:
+        p99s = [r["p99_ms"] for r in fixed[target]]
+        print(f"{target} p99 ms at {args.rate}/s, per round: {spread(p99s, '.1f')}")
+    print(
+        "load average (1 min) after each saturation run, a b a b ...: "
+        + " ".join(f"{saturated[t][i]['load']:.1f}" for i in range(args.rounds) for t in saturated)
+    )
     for n, rate in credit.items():
         print(f"(c) deposits credited end to end, {n} worker process(es) x 8 threads: {rate:.0f}/s")
 
