@@ -30,6 +30,8 @@ IMAGE_ENTRYPOINTS: dict[str, list[str]] = {
 # Crash-loop back-off: shorter than a kubelet's 10 s .. 5 min so tests see restarts quickly.
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
+# kubelet's minimumGracePeriodInSeconds: SIGTERM's time after a preStop hook that ran long.
+MIN_GRACE_AFTER_HOOK = 2.0
 
 
 def image_repository(image: str) -> str:
@@ -144,9 +146,11 @@ class ContainerProcess:
             return
         started = time.monotonic()
         hook = (self.spec.get("lifecycle") or {}).get("preStop")
+        remaining = grace
         if hook and self.running():
             self._pre_stop(hook, grace)
-        remaining = max(grace - (time.monotonic() - started), 0.0)
+            # A kubelet gives SIGTERM at least 2 s even when the hook used up the grace period.
+            remaining = max(grace - (time.monotonic() - started), MIN_GRACE_AFTER_HOOK)
         terminate_group(self.popen.pid, remaining, signal.SIGTERM)
         code = self.popen.wait()
         self._exited(code, "Completed" if code == 0 else "Error", "", time.monotonic())

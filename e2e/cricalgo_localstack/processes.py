@@ -60,20 +60,26 @@ def pid_alive(pid: int) -> bool:
 
 
 def terminate_group(pid: int, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
-    """Send `sig` to the process group led by `pid`, wait `grace` seconds, then SIGKILL it."""
+    """Send `sig` to the process group led by `pid`, wait `grace` seconds, then SIGKILL it.
+
+    It does not reap `pid` (a zombie counts as gone): the caller's `Popen` does, and so keeps
+    the exit status — a container that was killed must not look as if it exited 0.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
-            break
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    try:
+        # Our child: wait for its end without reaping it.
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        # Not our child (recorded by another session): gone once it no longer runs.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.01)
 
 
 @dataclass

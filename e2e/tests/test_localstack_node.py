@@ -88,11 +88,17 @@ def http(url: str, method: str = "GET") -> tuple[int, str]:
 def test_node_is_registered_ready_with_a_lease(
     kube_cluster: KubeCluster, local_node: LocalNode
 ) -> None:
-    node = json.loads(kube_cluster.kubectl("get", "node", local_node.name, "-o", "json").stdout)
+    def get_node() -> dict[str, Any]:
+        proc = kube_cluster.kubectl("get", "node", local_node.name, "-o", "json")
+        node: dict[str, Any] = json.loads(proc.stdout)
+        return node
+
+    node = get_node()
     ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert ready["Ready"] == "True"
     assert int(node["status"]["capacity"]["pods"]) > 0
-    assert not node["spec"].get("taints")
+    # The node-lifecycle controller taints a new node not-ready until it has seen it Ready.
+    eventually(lambda: not get_node()["spec"].get("taints"), 30, "the not-ready taint removed")
     lease = json.loads(
         kube_cluster.kubectl(
             "get", "lease", local_node.name, "-n", "kube-node-lease", "-o", "json"
