@@ -368,6 +368,10 @@ class DemoResult:
     mesh_answers: dict[str, Counter[int]] = field(default_factory=dict)
     # Requests the mesh passed to a second pod, per phase (None: no access log to read).
     mesh_retried: dict[str, int | None] = field(default_factory=dict)
+    # Deposits sent again after the mesh closed a keep-alive connection unanswered, per phase.
+    resent: dict[str, int] = field(default_factory=dict)
+    # Why requests got no HTTP answer at all (exception names), over the whole run.
+    transport_errors: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
     lost: int | None = None
     doubled: int | None = None
@@ -396,6 +400,7 @@ class DemoResult:
                 f"{name}: {b - a:.0f}s; mesh answers {dict(sorted(answers.items()))}; "
                 f"mesh failures (502/503/504/no answer) {mesh_failures(answers)}"
                 + ("" if retried is None else f"; retried on another pod {retried}")
+                + f"; sent again after a closed connection {self.resent.get(name, 0)}"
             )
         for name, a, b in self.phases:
             if name == PROMOTE:
@@ -411,6 +416,8 @@ class DemoResult:
                 f"{split.canary_workers} took {dict(split.tasks)} tasks -> canary "
                 f"{split.canary_share:.1f}% (worker share {split.expected_share:.0f}%)"
             )
+        if self.transport_errors:
+            lines.append(f"requests with no HTTP answer, by error: {self.transport_errors}")
         lines.append(
             f"deposits answered 202: {self.accepted}; not credited: {self.lost}; "
             f"credited twice: {self.doubled}"
@@ -445,11 +452,13 @@ def run_scenarios(cluster: ScenarioCluster) -> DemoResult:
     finally:
         load.stop()
     result.accepted = len(load.accepted)
+    result.transport_errors = dict(load.errors)
     result.operator = demo.operator
     if result.error is None:
         result.lost, result.doubled = demo.lost_deposits(load.accepted)
     for name, a, b in result.phases:
         result.mesh_answers[name] = load.statuses(a, b)
+        result.resent[name] = load.resent_between(a, b)
         log = cluster.access_log
         result.mesh_retried[name] = retried_requests(log, a, b) if log else None
         if name == PROMOTE:

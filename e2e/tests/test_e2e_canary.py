@@ -19,15 +19,16 @@ from cricalgo_localstack.demo import WORKERS, DemoResult, run_scenarios
 from cricalgo_localstack.demo_report import mesh_failures
 from cricalgo_localstack.processes import pid_alive
 from cricalgo_localstack.stack import LocalStack, read_state, stop_recorded
+from cricalgo_localstack.worker_split import StepSplit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.slow]
 
 # Competing consumers do not take tasks one by one at random: a Dramatiq consumer that just
 # fetched polls Redis again within milliseconds while an idle one backs off up to 250 ms, so
 # for a while one "hot" worker takes most tasks, and the share over a 30 s step wanders more
-# than a coin would (measured: 24.3 % at 25, 60.3 % at 50, 81.9 % at 80). Hence +- 15 points.
+# than a coin would. Measured canary shares at 25/50/100 (worker shares 25/50/80) in four runs:
+# 20.6-33.4, 52.1-60.3, 76.9-85.9. Hence +- 15 points, on the settled steps.
 SPLIT_TOLERANCE = 15.0
-MIN_TASKS_PER_STEP = 100
 
 
 @pytest.fixture
@@ -82,7 +83,9 @@ def test_canary_promotes_v2_rolls_back_v3_and_loses_no_deposit(scenario: DemoRes
     # The faulty canary's injected errors reached the mesh before the rollback ...
     assert result.mesh_answers["canary v3 (faulty)"][500] > 0
     assert result.fault_to_weight_zero is not None
-    # ... and the mesh itself failed no request: no 502/503/504, no dropped connection.
+    # ... and the mesh itself failed no request: no 502/503/504, none left unanswered (a
+    # deposit that crossed a keep-alive close at an nginx reload is sent again, as a provider
+    # redelivers, and counted in `result.resent`).
     assert {name: mesh_failures(answers) for name, answers in result.mesh_answers.items()} == {
         name: 0 for name in result.mesh_answers
     }
@@ -91,16 +94,18 @@ def test_canary_promotes_v2_rolls_back_v3_and_loses_no_deposit(scenario: DemoRes
 
     # Workers of both tracks took tasks in proportion to the weight: 1 of 4 at 25 %, 2 of 4
     # at 50 % (at 100 % the stable keeps one warm worker: 4 of 5).
-    measured = [s for s in result.worker_split if s.total >= MIN_TASKS_PER_STEP]
     print("\n".join(result.measurements()))
-    settled = {
-        s.weight: s
-        for s in measured
-        if s.stable_workers + s.canary_workers == WORKERS or s.weight == 100
-    }
-    assert set(settled) >= {25, 50}, result.worker_split
-    assert settled[25].expected_share == 25
-    assert settled[50].expected_share == 50
-    # Also while a step's workers were still starting or stopping: tasks follow the workers.
-    for split in measured:
+    # Each step once its workers had settled: the worker counts that took the most tasks at
+    # that weight (while workers start or stop, the demo prints a few seconds' tasks under
+    # other counts; those are not judged).
+    settled: dict[int, StepSplit] = {}
+    for split in result.worker_split:
+        if split.total > (settled[split.weight].total if split.weight in settled else 0):
+            settled[split.weight] = split
+    assert set(settled) == {25, 50, 100}, result.worker_split
+    workers = {w: (s.stable_workers, s.canary_workers) for w, s in settled.items()}
+    assert workers == {25: (WORKERS - 1, 1), 50: (WORKERS // 2, WORKERS // 2), 100: (1, WORKERS)}
+    assert (settled[25].expected_share, settled[50].expected_share) == (25, 50)
+    for split in settled.values():
+        assert split.total >= 300, split
         assert abs(split.canary_share - split.expected_share) <= SPLIT_TOLERANCE, split
