@@ -461,3 +461,20 @@ def test_no_traffic_to_a_canary_whose_pods_are_not_ready(canary: Canary, capsys:
     canary.plugin("abort", "pay", capsys=capsys)
     status = canary.wait("aborted", lambda s: s.get("phase") == "RolledBack")
     assert status["history"][-1]["outcome"] == "aborted"
+
+
+def test_a_severe_fault_is_rolled_back_between_ticks(canary: Canary) -> None:
+    canary.play("stable", V1)
+    exporter = canary.play("canary", V2)
+    canary.stable_first(analysisInterval="30s", stepDuration="30m")
+    canary.set_image(V2)
+    passed = canary.wait("a passing tick at 10 %", lambda s: s.get("canaryWeight") == 10
+                         and (s.get("lastAnalysis") or {}).get("verdict") == "pass")  # fmt: skip
+    exporter.traffic = traffic.Traffic(errors=50)
+    status = canary.wait("rollback", lambda s: s.get("phase") == "RolledBack")
+    assert "fail fast" in status["history"][-1]["reason"]
+    assert status["failedChecks"] == 0
+    # Rolled back by a probe between ticks, not by the tick the interval had scheduled.
+    ticked = datetime.fromisoformat(passed["lastAnalysis"]["time"])
+    rolled = datetime.fromisoformat(status["history"][-1]["finishedAt"])
+    assert (rolled - ticked).total_seconds() < 30

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 import kopf
 
 from cricalgo_operator.canary.controls import ANNOTATION_OF
+from cricalgo_operator.canary.engine import FAIL_FAST
+from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.runner import tick
 from cricalgo_operator.kubeapi import ApiError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
@@ -24,6 +26,11 @@ from cricalgo_operator.naming import GROUP, PLURAL, VERSION
 CONFLICT_RETRY_SECONDS = 1.0
 WAKE_CHECK_SECONDS = 1.0
 ERROR_RETRY_SECONDS = 5.0
+# Fail-fast probes between ticks: a severe fault should not wait for the next interval.
+# They only ever roll back, so their cadence does not change what a step or a counted
+# failure means; the floor keeps a seconds-long test interval from hammering Prometheus.
+PROBES_PER_INTERVAL = 4
+MIN_PROBE_SECONDS = 0.5
 
 
 def _now() -> datetime.datetime:
@@ -75,24 +82,74 @@ async def canary_analysis(
         if result is None:
             return
         previous = result.decision
-        await until_next_tick(stopped, meta, result.interval)
+        probe = None
+        if is_analysed(result.decision.status):
+
+            async def probe() -> bool:
+                return await fail_fast_probe(memo.api, namespace, name, default_url, logger)
+
+        await until_next_tick(stopped, meta, result.interval, probe)
+
+
+def is_analysed(status: CanaryStatus) -> bool:
+    """A canary with traffic and readings: the one a fail-fast probe watches."""
+    return status.phase == Phase.PROGRESSING and status.current_step >= 0
+
+
+def probe_period(interval: float) -> float:
+    """Seconds between fail-fast probes within an analysis interval."""
+    return max(MIN_PROBE_SECONDS, interval / PROBES_PER_INTERVAL)
+
+
+async def fail_fast_probe(
+    api: Any, namespace: str, name: str, default_url: str | None, logger: kopf.Logger
+) -> bool:
+    """Read and judge between ticks; roll back if a reading is beyond failFastFactor x its
+    threshold. True if it did. Errors are left to the next tick."""
+    try:
+        result = await tick(api, namespace, name, _now(), default_url, fail_fast_only=True)
+    except (ApiError, httpx.TransportError, ValueError) as error:
+        logger.debug(f"fail-fast probe skipped: {error!r}")
+        return False
+    return result is not None and result.decision.reason == FAIL_FAST
 
 
 async def until_next_tick(
-    stopped: kopf.DaemonStopped, meta: Mapping[str, Any], seconds: float
+    stopped: kopf.DaemonStopped,
+    meta: Mapping[str, Any],
+    seconds: float,
+    probe: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
     """Sleep `seconds`, but wake within a second when the spec changes (pause, new image)
     or a control request arrives, so a manual abort does not wait a whole interval.
 
+    With `probe` (a running canary), call it every `probe_period(seconds)` and return at
+    once when it acted: a severe fault is rolled back within a fraction of an interval.
+
     `meta` is Kopf's live view of the CR's metadata: checking it costs no API call.
     """
     generation = meta.get("generation")
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
+    period = probe_period(seconds)
+    next_probe = started + period
     while not stopped:
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             return
-        await stopped.wait(min(WAKE_CHECK_SECONDS, left))
+        # No probe in the last half period: the tick itself is about to judge.
+        probing = probe is not None and next_probe < deadline - period / 2
+        if probing and next_probe <= now:
+            assert probe is not None
+            if await probe():
+                return
+            next_probe = time.monotonic() + period
+            continue
+        wake = min(WAKE_CHECK_SECONDS, left)
+        if probing:
+            wake = min(wake, next_probe - now)
+        await stopped.wait(wake)
         annotations = meta.get("annotations") or {}
         if meta.get("generation") != generation:
             return

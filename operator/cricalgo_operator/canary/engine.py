@@ -31,6 +31,8 @@ from cricalgo_operator.canary.model import (
 
 # The hold while the canary's Deployments are not ready yet (weight stays 0).
 AWAITING_CANARY_PODS = "AwaitingCanaryPods"
+# The rollback on a reading beyond failFastFactor x its threshold.
+FAIL_FAST = "FailFast"
 _EPSILON = 1e-6  # seconds; absorbs float noise in elapsed-time comparisons
 _ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 _NONE: frozenset[str] = frozenset()
@@ -242,7 +244,7 @@ def _analyse(
     if severe:
         what = "; ".join(f"{v.name} {v.reason}" for v in severe)
         message = f"fail fast (beyond {config.fail_fast_factor:g}x its threshold): {what}"
-        return _rollback(status, "FailFast", message, verdicts=verdicts, tick=tick)
+        return _rollback(status, FAIL_FAST, message, verdicts=verdicts, tick=tick)
     if tick == Verdict.FAIL or (tick == Verdict.NODATA and config.on_no_data == "fail"):
         failed = status.failed_checks + 1
         counted = status.evolve(failed_checks=failed, inconclusive_checks=0)

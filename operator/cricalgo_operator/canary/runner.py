@@ -24,7 +24,7 @@ from cricalgo_operator.canary.controls import (
     control_from_annotations,
     patch_cad,
 )
-from cricalgo_operator.canary.engine import AWAITING_CANARY_PODS, decide
+from cricalgo_operator.canary.engine import AWAITING_CANARY_PODS, FAIL_FAST, decide
 from cricalgo_operator.canary.model import (
     Action,
     CanaryConfig,
@@ -177,11 +177,14 @@ async def tick(
     now: datetime,
     default_url: str | None = None,
     previous: Decision | None = None,
+    fail_fast_only: bool = False,
 ) -> TickResult | None:
     """Run one analysis tick for the CR; None if it is gone.
 
     `previous` is the last tick's decision, so that a hold repeated every second is
-    announced (Event) once."""
+    announced (Event) once. With `fail_fast_only` (the probe between ticks) nothing is
+    written unless the decision is a fail-fast rollback: a probe never advances, counts
+    no failed check and leaves control requests to the tick."""
     started = time.perf_counter()
     body = await api.get(API_VERSION, KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -192,13 +195,20 @@ async def tick(
     readings = Readings()
     if needs_readings(config, status):
         readings = await read_readings(cad, config, status, default_url)
-    control = control_from_annotations(cad.annotations)
-    ready = await canary_ready(api, cad) if needs_canary_readiness(status, control) else True
-    decision = decide(config, status, readings, now, control, ready)
+    if fail_fast_only:
+        decision = decide(config, status, readings, now)
+        if decision.reason != FAIL_FAST:
+            return TickResult(decision, config.analysis_interval)
+    else:
+        control = control_from_annotations(cad.annotations)
+        needed = needs_canary_readiness(status, control)
+        decision = decide(
+            config, status, readings, now, control, await canary_ready(api, cad) if needed else True
+        )
     analysis_duration.observe(time.perf_counter() - started)
     for verdict in decision.verdicts:
         metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
-    ignored = ignored_requests(cad.annotations, decision)
+    ignored = frozenset() if fail_fast_only else ignored_requests(cad.annotations, decision)
     if decision.consumed or ignored:
         # At most once: a request is deleted before it is carried out, so a crash in
         # between loses it (the user repeats it) instead of applying it twice.
