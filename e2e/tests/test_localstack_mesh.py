@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -319,3 +321,61 @@ def test_a_terminating_pod_leaves_the_mesh_and_no_request_fails(
 def get_pod_gone(cluster: KubeCluster, namespace: str, name: str) -> bool:
     proc = cluster.kubectl("get", "pod", name, "-n", namespace, check=False)
     return proc.returncode != 0 and "NotFound" in proc.stderr
+
+
+def test_a_pod_that_dies_is_retried_around_until_the_mesh_drops_it(
+    kube_cluster: KubeCluster, local_mesh: LocalMesh, local_node: LocalNode, namespace: str
+) -> None:
+    """A pod whose process dies (no preStop, no warning) refuses connections until its
+    readiness is lost and the mesh drops it; meanwhile nginx tries another pod, as Istio's
+    default retry does, and no POST or GET fails."""
+    pods = []
+    for name in ("web-a", "web-b"):
+        pod = web_pod(name, "v1")
+        pod["spec"]["restartPolicy"] = "Never"
+        pods.append(pod)
+    route = virtual_service(100, 0)
+    route["spec"]["http"][0]["route"] = [{"destination": {"host": "web"}}]
+    apply(kube_cluster, namespace, *pods, service("web", {"app": "web"}), route)
+    kube_cluster.kubectl(
+        "wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=90s"
+    )
+    eventually(routes_to(local_mesh, "web.example.com", {"web-a", "web-b"}), 60, "both pods")
+    ip_b = json.loads(
+        kube_cluster.kubectl("get", "pod", "web-b", "-n", namespace, "-o", "json").stdout
+    )["status"]["podIP"]
+
+    stop = threading.Event()
+    answers: Counter[str] = Counter()
+
+    def steady(method: str) -> None:
+        address, port = local_mesh.listen.rsplit(":", 1)
+        while not stop.is_set():
+            conn = http.client.HTTPConnection(address, int(port), timeout=10)
+            conn.request(method, "/ready", headers={"Host": "web.example.com"})
+            response = conn.getresponse()
+            response.read()
+            answers[f"{method} {response.status}"] += 1
+            conn.close()
+
+    threads = [threading.Thread(target=steady, args=(m,)) for m in ("GET", "POST", "POST")]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    pid = int((local_node.logs_dir / namespace / "web-b" / "web.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)
+    eventually(lambda: ip_b not in local_mesh.config, 30, "the dead pod out of the mesh")
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert set(answers) == {"GET 200", "POST 200"}, answers
+    assert local_mesh.access_log is not None
+    retried = [
+        line
+        for line in local_mesh.access_log.read_text().splitlines()
+        if f"upstream={ip_b}:8080, " in line and "upstream_status=502, 200" in line
+    ]
+    print(f"{sum(answers.values())} requests, {len(retried)} retried on web-a after web-b died")
+    assert retried
