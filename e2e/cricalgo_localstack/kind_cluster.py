@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from .binaries import prometheus_release
 from .clusters import ClusterUnavailable, run
 from .processes import ManagedProcess, free_port
 from .services import render_pod_discovery
@@ -38,7 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 WORKLOAD_DOCKERFILE = REPO / "workload" / "Dockerfile"
 REDIS_IMAGE = "redis:7.4-alpine"
 POSTGRES_IMAGE = "postgres:16-alpine"
-PROMETHEUS_IMAGE = "prom/prometheus:v3.6.0"
+# The release the local stack builds, so both run the same Prometheus.
+PROMETHEUS_IMAGE = f"prom/prometheus:v{prometheus_release()}"
 GATEWAY = "payments-gateway"
 INGRESS = ("istio-system", "istio-ingressgateway")
 
