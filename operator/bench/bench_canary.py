@@ -6,7 +6,8 @@ play the canary pods (operator/tests/canary_traffic.py). Each run starts a healt
 at 10 %, then switches the canary's traffic to a fault and measures until the CR's
 status says weight 0. The bound printed beside it is the one Flagger documents for its
 analysis: interval x threshold (here analysisInterval x maxFailedChecks; one interval
-for a fault beyond failFastFactor x its threshold).
+for a fault beyond failFastFactor x its threshold, which the daemon's fail-fast probes
+also judge between ticks, every interval/4).
 """
 
 from __future__ import annotations
@@ -148,9 +149,10 @@ async def bench(kubeconfig: Path, prometheus: PrometheusServer, runs: int) -> No
         median = statistics.median(times)
         print(f"{name:10}{FAULTS[name]:>7}%{len(times):>6}{median:>10.2f}{max(times):>8.2f}"
               f"{bound:>9}{median / bound:>14.2f}")  # fmt: skip
-    print("bound: Flagger's interval x threshold (severe: one interval, fail fast); the")
-    print("excess is the metrics pipeline: up to one scrape, plus the 5 s window's ratio")
-    print("climbing past the threshold, plus the tick's own queries and writes")
+    print("bound: Flagger's interval x threshold (severe: one interval, fail fast). Severe")
+    print("faults are also judged by probes every interval/4 between ticks; what remains is")
+    print("the metrics pipeline: up to one scrape, the 5 s window's ratio climbing past the")
+    print("threshold, the queries and the status write")
 
 
 def main() -> int:

@@ -61,6 +61,7 @@ async def canary_analysis(
     default_url = getattr(memo.get("config"), "prometheus_url", None)
     previous = None
     while not stopped:
+        started = time.monotonic()
         try:
             result = await tick(memo.api, namespace, name, _now(), default_url, previous)
         except ApiError as error:
@@ -88,7 +89,11 @@ async def canary_analysis(
             async def probe() -> bool:
                 return await fail_fast_probe(memo.api, namespace, name, default_url, logger)
 
-        await until_next_tick(stopped, meta, result.interval, probe)
+        # Ticks keep their cadence: the next is due one interval after this one began, so
+        # maxFailedChecks ticks span (maxFailedChecks - 1) intervals, not that plus each
+        # tick's own queries and writes.
+        left = result.interval - (time.monotonic() - started)
+        await until_next_tick(stopped, meta, left, probe, probe_period(result.interval))
 
 
 def is_analysed(status: CanaryStatus) -> bool:
@@ -119,19 +124,19 @@ async def until_next_tick(
     meta: Mapping[str, Any],
     seconds: float,
     probe: Callable[[], Awaitable[bool]] | None = None,
+    period: float = MIN_PROBE_SECONDS,
 ) -> None:
     """Sleep `seconds`, but wake within a second when the spec changes (pause, new image)
     or a control request arrives, so a manual abort does not wait a whole interval.
 
-    With `probe` (a running canary), call it every `probe_period(seconds)` and return at
-    once when it acted: a severe fault is rolled back within a fraction of an interval.
+    With `probe` (a running canary), call it every `period` seconds and return at once
+    when it acted: a severe fault is rolled back within a fraction of an interval.
 
     `meta` is Kopf's live view of the CR's metadata: checking it costs no API call.
     """
     generation = meta.get("generation")
     started = time.monotonic()
     deadline = started + seconds
-    period = probe_period(seconds)
     next_probe = started + period
     while not stopped:
         now = time.monotonic()
