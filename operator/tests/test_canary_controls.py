@@ -12,6 +12,7 @@ from cricalgo_operator.canary.controls import (
     pause_patch,
     request_patch,
 )
+from cricalgo_operator.canary.daemon import is_analysed, probe_period
 from cricalgo_operator.canary.engine import decide
 from cricalgo_operator.canary.runner import ignored_requests, needs_readings, status_patch
 from cricalgo_operator.plugin import parse_args, render_status
@@ -158,3 +159,13 @@ def test_requests_that_do_not_apply_are_dropped_not_kept_for_later() -> None:
     waiting = decide(newer, ready, Readings(), T0, control_from_annotations(annotations))
     assert waiting.reason == "AwaitingCanary"
     assert ignored_requests(annotations, waiting) == frozenset()
+
+
+def test_fail_fast_probes_run_four_times_an_interval_but_not_faster_than_twice_a_second() -> None:
+    assert probe_period(60) == 15
+    assert probe_period(2) == 0.5
+    assert probe_period(1) == 0.5
+    running = CanaryStatus(phase=Phase.PROGRESSING, canary_image="app:v2", current_step=0)
+    assert is_analysed(running)
+    assert not is_analysed(running.evolve(current_step=-1))  # no traffic yet: nothing to judge
+    assert not is_analysed(running.evolve(phase=Phase.PAUSED))

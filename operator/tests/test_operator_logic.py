@@ -27,7 +27,7 @@ from cricalgo_operator.revisions import (
     promotion_patch,
     rollback_patch,
 )
-from cricalgo_operator.status import HISTORY_LIMIT, set_condition, with_history
+from cricalgo_operator.status import HISTORY_LIMIT, ended_outcome, set_condition, with_history
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -363,3 +363,11 @@ def test_desired_children_are_rendered_once_per_cr_version() -> None:
     assert "Deployment/pay-app" in first
     moved = replace(cad("reg/cricalgo:2.0"), resource_version="101")
     assert desired_children(moved) is not first
+
+
+def test_a_rollout_outcome_is_counted_once_per_new_history_entry() -> None:
+    old = [{"image": "a", "outcome": "promoted"}]
+    assert ended_outcome(old, None) is None
+    assert ended_outcome(old, old) is None  # a rewrite of the same history
+    assert ended_outcome(old, [*old, {"image": "b", "outcome": "rolledBack"}]) == "rolledBack"
+    assert ended_outcome([], [{"image": "b", "outcome": "aborted"}]) == "aborted"
