@@ -16,16 +16,21 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .clusters import ClusterUnavailable, LocalCluster, ScenarioCluster, with_database
 from .demo_load import MeshLoad
-from .demo_report import fault_to_weight_zero, mesh_failures, render_report, retried_requests
+from .demo_report import (
+    PROMOTE,
+    ROLLBACK,
+    DemoResult,
+    fault_to_weight_zero,
+    render_report,
+    retried_requests,
+)
 from .processes import ManagedProcess, free_port, pid_alive
-from .worker_split import StepSplit, WorkerSample, metrics_port, split_by_step, tasks_taken
+from .worker_split import WorkerSample, metrics_port, split_by_step, tasks_taken
 
 NAMESPACE = "cricalgo-demo"
 NAME = "payments"
@@ -355,81 +360,11 @@ def _reached(status: dict[str, Any], until: str) -> bool:
     return status.get("phase") in ("RolledBack", "Ready") and outcome == "rolledBack"
 
 
-PROMOTE = "canary v2 (healthy)"
-ROLLBACK = "canary v3 (faulty)"
-
-
-@dataclass
-class DemoResult:
-    """What the demo observed, for its printout and for the e2e tests."""
-
-    outcomes: list[str] = field(default_factory=list)
-    phases: list[tuple[str, float, float]] = field(default_factory=list)
-    mesh_answers: dict[str, Counter[int]] = field(default_factory=dict)
-    # Requests the mesh passed to a second pod, per phase (None: no access log to read).
-    mesh_retried: dict[str, int | None] = field(default_factory=dict)
-    # Deposits sent again after the mesh closed a keep-alive connection unanswered, per phase.
-    resent: dict[str, int] = field(default_factory=dict)
-    # Why requests got no HTTP answer at all (exception names), over the whole run.
-    transport_errors: dict[str, int] = field(default_factory=dict)
-    accepted: int = 0
-    lost: int | None = None
-    doubled: int | None = None
-    # From the faulty canary's first 500 at the mesh to the canary weight 0.
-    fault_to_weight_zero: float | None = None
-    # Tasks per track while v2's canary held each weight with a steady set of workers.
-    worker_split: list[StepSplit] = field(default_factory=list)
-    error: str | None = None
-    report: Path | None = None
-    # The operator process the demo started (it outlives the demo, like the stack).
-    operator: ManagedProcess | None = None
-
-    @property
-    def ok(self) -> bool:
-        both = self.outcomes == ["promoted", "rolledBack"]
-        return both and self.error is None and self.lost == 0 and self.doubled == 0
-
-    def measurements(self) -> list[str]:
-        """The numbers the demo is for, one line each."""
-        lines = []
-        configured = len(STEPS) * STEP_SECONDS
-        for name, a, b in self.phases:
-            answers = self.mesh_answers.get(name, Counter())
-            retried = self.mesh_retried.get(name)
-            lines.append(
-                f"{name}: {b - a:.0f}s; mesh answers {dict(sorted(answers.items()))}; "
-                f"mesh failures (502/503/504/no answer) {mesh_failures(answers)}"
-                + ("" if retried is None else f"; retried on another pod {retried}")
-                + f"; sent again after a closed connection {self.resent.get(name, 0)}"
-            )
-        for name, a, b in self.phases:
-            if name == PROMOTE:
-                lines.append(
-                    f"promotion took {b - a:.0f}s for {len(STEPS)} steps of {STEP_SECONDS}s "
-                    f"(at least {configured}s configured)"
-                )
-        if self.fault_to_weight_zero is not None:
-            lines.append(f"fault start to canary weight 0: {self.fault_to_weight_zero:.1f}s")
-        for split in self.worker_split:
-            lines.append(
-                f"weight {split.weight:>3}%: workers stable {split.stable_workers} / canary "
-                f"{split.canary_workers} took {dict(split.tasks)} tasks -> canary "
-                f"{split.canary_share:.1f}% (worker share {split.expected_share:.0f}%)"
-            )
-        if self.transport_errors:
-            lines.append(f"requests with no HTTP answer, by error: {self.transport_errors}")
-        lines.append(
-            f"deposits answered 202: {self.accepted}; not credited: {self.lost}; "
-            f"credited twice: {self.doubled}"
-        )
-        return lines
-
-
 def run_scenarios(cluster: ScenarioCluster) -> DemoResult:
     """Promote v2, roll back v3, check the ledger; measure; write the report."""
     demo = Demo(cluster)
     load = MeshLoad(cluster.mesh_url(), HOST, SECRET)
-    result = DemoResult()
+    result = DemoResult(steps=STEPS, step_seconds=STEP_SECONDS)
     try:
         demo.prepare()
         demo.start_operator()

@@ -1,12 +1,18 @@
-"""What the demo measured, as pure functions of its records, and its HTML report."""
+"""What the demo measured (`DemoResult`), as pure functions of its records, and its HTML
+report."""
 
 from __future__ import annotations
 
 import html
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .processes import ManagedProcess
+from .worker_split import StepSplit
 
 if TYPE_CHECKING:
     from .demo import Demo
@@ -56,6 +62,79 @@ def retried_requests(access_log: Path, since: float, until: float) -> int:
         if since <= t < until and "," in upstream_status:
             count += 1
     return count
+
+
+PROMOTE = "canary v2 (healthy)"
+ROLLBACK = "canary v3 (faulty)"
+
+
+@dataclass
+class DemoResult:
+    """What the demo observed, for its printout and for the e2e tests."""
+
+    outcomes: list[str] = field(default_factory=list)
+    phases: list[tuple[str, float, float]] = field(default_factory=list)
+    mesh_answers: dict[str, Counter[int]] = field(default_factory=dict)
+    # Requests the mesh passed to a second pod, per phase (None: no access log to read).
+    mesh_retried: dict[str, int | None] = field(default_factory=dict)
+    # Deposits sent again after the mesh closed a keep-alive connection unanswered, per phase.
+    resent: dict[str, int] = field(default_factory=dict)
+    # Why requests got no HTTP answer at all (exception names), over the whole run.
+    transport_errors: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+    lost: int | None = None
+    doubled: int | None = None
+    # From the faulty canary's first 500 at the mesh to the canary weight 0.
+    fault_to_weight_zero: float | None = None
+    # Tasks per track while v2's canary held each weight with a steady set of workers.
+    worker_split: list[StepSplit] = field(default_factory=list)
+    error: str | None = None
+    report: Path | None = None
+    # The operator process the demo started (it outlives the demo, like the stack).
+    operator: ManagedProcess | None = None
+    # The canary's configured steps and step duration, for the promote time's yardstick.
+    steps: list[int] = field(default_factory=list)
+    step_seconds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        both = self.outcomes == ["promoted", "rolledBack"]
+        return both and self.error is None and self.lost == 0 and self.doubled == 0
+
+    def measurements(self) -> list[str]:
+        """The numbers the demo is for, one line each."""
+        lines = []
+        configured = len(self.steps) * self.step_seconds
+        for name, a, b in self.phases:
+            answers = self.mesh_answers.get(name, Counter())
+            retried = self.mesh_retried.get(name)
+            lines.append(
+                f"{name}: {b - a:.0f}s; mesh answers {dict(sorted(answers.items()))}; "
+                f"mesh failures (502/503/504/no answer) {mesh_failures(answers)}"
+                + ("" if retried is None else f"; retried on another pod {retried}")
+                + f"; sent again after a closed connection {self.resent.get(name, 0)}"
+            )
+        for name, a, b in self.phases:
+            if name == PROMOTE:
+                lines.append(
+                    f"promotion took {b - a:.0f}s for {len(self.steps)} steps of "
+                    f"{self.step_seconds}s (at least {configured}s configured)"
+                )
+        if self.fault_to_weight_zero is not None:
+            lines.append(f"fault start to canary weight 0: {self.fault_to_weight_zero:.1f}s")
+        for split in self.worker_split:
+            lines.append(
+                f"weight {split.weight:>3}%: workers stable {split.stable_workers} / canary "
+                f"{split.canary_workers} took {dict(split.tasks)} tasks -> canary "
+                f"{split.canary_share:.1f}% (worker share {split.expected_share:.0f}%)"
+            )
+        if self.transport_errors:
+            lines.append(f"requests with no HTTP answer, by error: {self.transport_errors}")
+        lines.append(
+            f"deposits answered 202: {self.accepted}; not credited: {self.lost}; "
+            f"credited twice: {self.doubled}"
+        )
+        return lines
 
 
 def render_report(

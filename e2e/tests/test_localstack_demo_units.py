@@ -1,5 +1,6 @@
 """The demo's measurements as pure functions: which track's workers took the tasks at each
-step, the time from the first fault to weight 0, and the requests the mesh retried."""
+step, the time from the first fault to weight 0, the requests the mesh retried, and the
+summary the demo prints."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from collections import Counter
 from pathlib import Path
 
 from cricalgo_localstack.demo_report import (
+    PROMOTE,
+    ROLLBACK,
+    DemoResult,
     fault_to_weight_zero,
     mesh_failures,
     retried_requests,
 )
 from cricalgo_localstack.worker_split import (
+    StepSplit,
     WorkerSample,
     metrics_port,
     split_by_step,
@@ -99,3 +104,30 @@ def test_retried_requests_are_read_from_the_mesh_access_log(tmp_path: Path) -> N
     assert retried_requests(log, start, start + 60) == 1
     assert retried_requests(log, start, start + 600) == 2
     assert retried_requests(tmp_path / "none.log", start, start + 60) == 0
+
+
+def test_the_measurements_say_what_issue_6_asks_for() -> None:
+    result = DemoResult(
+        outcomes=["promoted", "rolledBack"],
+        phases=[(PROMOTE, 0.0, 112.0), (ROLLBACK, 120.0, 146.0)],
+        mesh_answers={PROMOTE: Counter({202: 5000, 0: 1}), ROLLBACK: Counter({202: 900, 500: 50})},
+        mesh_retried={PROMOTE: 2, ROLLBACK: None},
+        resent={PROMOTE: 1},
+        accepted=5900,
+        lost=0,
+        doubled=0,
+        fault_to_weight_zero=15.3,
+        worker_split=[StepSplit(25, 3, 1, Counter({"stable": 750, "canary": 250}))],
+        steps=[25, 50, 100],
+        step_seconds=30,
+    )
+    lines = result.measurements()
+    assert lines[0].startswith(f"{PROMOTE}: 112s; mesh answers {{0: 1, 202: 5000}}")
+    assert "mesh failures (502/503/504/no answer) 1; retried on another pod 2" in lines[0]
+    assert "sent again after a closed connection 1" in lines[0]
+    assert "mesh failures (502/503/504/no answer) 0; sent again" in lines[1]
+    assert "promotion took 112s for 3 steps of 30s (at least 90s configured)" in lines
+    assert "fault start to canary weight 0: 15.3s" in lines
+    assert lines[-2].endswith("canary 25.0% (worker share 25%)")
+    assert lines[-1] == "deposits answered 202: 5900; not credited: 0; credited twice: 0"
+    assert result.ok
