@@ -19,7 +19,7 @@ from cricalgo_operator.canary.controls import ANNOTATION_OF
 from cricalgo_operator.canary.engine import FAIL_FAST
 from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.runner import tick
-from cricalgo_operator.kubeapi import ApiError
+from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
 
 # After a lost write race (409) the next tick comes sooner than a whole interval.
@@ -107,7 +107,7 @@ def probe_period(interval: float) -> float:
 
 
 async def fail_fast_probe(
-    api: Any, namespace: str, name: str, default_url: str | None, logger: kopf.Logger
+    api: KubeApi, namespace: str, name: str, default_url: str | None, logger: kopf.Logger
 ) -> bool:
     """Read and judge between ticks; roll back if a reading is beyond failFastFactor x its
     threshold. True if it did. Errors are left to the next tick."""
