@@ -77,7 +77,8 @@ def enqueue_credit(broker: dramatiq.Broker, settings: Settings, tx_id: str) -> N
 
 # For an immediate enqueue, Dramatiq's dispatch script makes two writes: the encoded
 # message into the hash `{namespace}:{queue}.msgs` under a fresh id, and that id onto the
-# list `{namespace}:{queue}`. This script makes them for a whole batch, atomically.
+# list `{namespace}:{queue}`. This script makes them for a whole batch; no consumer runs
+# between them (Redis runs a script alone), so none sees an id without its message.
 # KEYS: queue list, message hash; ARGV: id1, message1, id2, message2, ...
 _ENQUEUE_MANY = """
 for i = 1, #ARGV, 2 do
@@ -105,8 +106,8 @@ class AsyncCreditSender:
         self.keys = [queue_key(settings), f"{queue_key(settings)}.msgs"]
 
     async def send(self, tx_ids: Sequence[str]) -> None:
-        """Send the credit messages of `tx_ids`, all or none; raises if Redis is
-        unreachable or refuses."""
+        """Send the credit messages of `tx_ids`; raises if Redis is unreachable or refuses
+        (part of the batch may then be queued: a message sent twice credits once)."""
         args: list[str | bytes] = []
         for tx_id in tx_ids:
             # Each message in Redis needs its own id (RedisBroker.enqueue does the same).
