@@ -260,9 +260,18 @@ def test_healthy_canary_walks_every_step_and_promotes(canary: Canary) -> None:
     assert checks["errorRate"]["value"] == 0
     assert checks["errorRate"]["threshold"] == 0.005
     assert {"latencyP95", "latencyP99", "queueDepth", "taskFailureRate"} <= set(checks)
-    # The promotion itself: the stable Deployments now run the canary's image.
-    app = json.loads(canary.kubectl("get", "deployment", "pay-app", "-o", "json").stdout)
-    assert app["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE.format(V2)
+
+    # The promotion itself: the stable Deployments now run the canary's image. The phase is
+    # written first and the children are re-rendered by the next reconcile, so wait for it.
+    def stable_image() -> str:
+        app = json.loads(canary.kubectl("get", "deployment", "pay-app", "-o", "json").stdout)
+        return str(app["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    wait_for(
+        "the stable app Deployment to run the canary's image",
+        lambda: stable_image() == IMAGE.format(V2),
+        timeout=60,
+    )
     reasons = canary.events()
     assert {"CanaryStarted", "StepPassed", "Promoting"} <= set(reasons)
     # Pre-scaled before any traffic comes back: at 100 % the stable had shrunk to one
@@ -274,7 +283,11 @@ def test_healthy_canary_walks_every_step_and_promotes(canary: Canary) -> None:
         hpa = json.loads(canary.kubectl("get", "hpa", name, "-o", "json").stdout)
         return int(hpa["spec"]["minReplicas"])
 
-    assert (hpa_min("pay-app"), hpa_min("pay-worker")) == (3, 2)
+    wait_for(
+        "the stable HPAs to be pre-scaled",
+        lambda: (hpa_min("pay-app"), hpa_min("pay-worker")) == (3, 2),
+        timeout=60,
+    )
     assert (hpa_min("pay-app-canary"), hpa_min("pay-worker-canary")) == (3, 2)
     # The stable never becomes available here, so the canary is not removed.
     time.sleep(2)
