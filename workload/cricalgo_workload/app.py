@@ -19,7 +19,7 @@ from .faults import FaultInjectionMiddleware
 from .http_metrics import RequestMetricsMiddleware
 from .services import AppServices
 from .settings import Settings
-from .webhook import deposit_webhook
+from .webhook import DepositWebhook
 
 WEBHOOK_PATH = "/api/v1/webhooks/deposit"
 
@@ -79,7 +79,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route(WEBHOOK_PATH, deposit_webhook, methods=["POST"], middleware=webhook_middleware),
+            Route(
+                WEBHOOK_PATH,
+                DepositWebhook(services),
+                methods=["POST"],
+                middleware=webhook_middleware,
+            ),
             Route("/api/v1/users", create_user, methods=["POST"]),
             Route("/api/v1/users/{user_id}", read_user, methods=["GET"]),
             Route("/api/v1/transactions/{tx_id}", read_transaction, methods=["GET"]),

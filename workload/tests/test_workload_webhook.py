@@ -3,13 +3,15 @@ PostgreSQL or Redis away."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from cricalgo_workload.broker import queue_key
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import deposit_body, wait_for
+from cricalgo_workload.testing import deposit_body, signed_headers, wait_for
 
 
 def inbox_rows(dsn: str) -> list[tuple[Any, ...]]:
@@ -35,6 +37,27 @@ def test_accepted_deposit_is_durable_and_enqueued(
     with redis.Redis.from_url(redis_server.url) as client:
         # The enqueue runs right after the response; the message lands in the queue.
         assert wait_for(lambda: client.llen(queue_key(settings)) == 1)
+
+
+def test_deposit_streamed_in_chunks_is_accepted_whole(
+    client: httpx.Client, webhook_secret: str, settings: Settings
+) -> None:
+    body = deposit_body(user_id="carol", amount="7.50")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives in pieces
+        for start in range(0, len(body), 16):
+            yield body[start : start + 16]
+
+    response = client.post(
+        "/api/v1/webhooks/deposit", content=chunks(), headers=signed_headers(webhook_secret, body)
+    )
+
+    assert response.status_code == 202
+    assert response.headers["content-type"] == "application/json"
+    tx_id = response.json()["tx_id"]
+    assert [(row[0], row[2], row[3]) for row in inbox_rows(settings.database_url)] == [
+        (tx_id, "carol", "7.50000000")
+    ]
 
 
 def test_duplicate_delivery_answers_the_same_tx_id(post_deposit: Any, settings: Settings) -> None:
