@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from cricalgo_localstack import polling
 from cricalgo_localstack.binaries import ensure_helm
 from cricalgo_localstack.node import LocalNode
 from cricalgo_localstack.pytest_plugin import KubeCluster
@@ -30,14 +30,7 @@ T = TypeVar("T")
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = TIMEOUT) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+    return polling.wait_for(what, probe, timeout, interval=1.0)
 
 
 def helm_run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

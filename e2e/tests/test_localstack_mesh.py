@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cricalgo_localstack.mesh import LocalMesh
 from cricalgo_localstack.node import LocalNode
+from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.pytest_plugin import KubeCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -25,14 +26,7 @@ REQUESTS = 1000
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return wait_for(what, check, timeout, interval=0.25)
 
 
 def apply(cluster: KubeCluster, namespace: str, *manifests: dict[str, Any]) -> None:

@@ -54,8 +54,7 @@ def _load_helper(name: str) -> None:
     spec.loader.exec_module(module)
 
 
-for _helper in ("polling", "canary_traffic"):
-    _load_helper(_helper)
+_load_helper("canary_traffic")
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "cricalgodeployment.yaml"
 

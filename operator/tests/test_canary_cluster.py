@@ -24,9 +24,9 @@ import canary_traffic as traffic  # loaded by conftest.py
 import httpx
 import pytest
 import yaml
+from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.processes import free_port
 from cricalgo_operator import plugin
-from polling import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("cad_crd")]
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.processes import free_port
 from cricalgo_operator.canary.controls import consumed_patch, patch_cad, request_patch
 from cricalgo_operator.children import drifted
@@ -30,7 +31,6 @@ from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
 from cricalgo_operator.rollout import rollback, set_weight
-from polling import wait_for  # loaded by conftest.py
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 

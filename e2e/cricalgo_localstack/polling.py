@@ -1,8 +1,4 @@
-"""Polling the real servers until a condition holds (shared by the cluster tests).
-
-Not a test module: conftest.py loads it as `polling` (tests directories are not packages
-under the project's pytest settings).
-"""
+"""Polling the real servers until a condition holds: one helper for every suite's tests."""
 
 from __future__ import annotations
 
@@ -18,6 +14,7 @@ def wait_for(
     probe: Callable[[], T | None],
     timeout: float = 60.0,
     context: Callable[[], str] | None = None,
+    interval: float = 0.2,
 ) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after `timeout`.
 
@@ -30,7 +27,7 @@ def wait_for(
         last = probe()
         if last:
             return last
-        time.sleep(0.2)
+        time.sleep(interval)
     detail = f"; {context()}" if context is not None else ""
     message = f"timed out after {timeout:g} s waiting for {what} (last: {last!r})"
     raise AssertionError(message + detail)
