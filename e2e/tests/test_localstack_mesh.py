@@ -249,27 +249,41 @@ def test_canary_ingress_weight_splits_traffic_and_not_ready_pods_leave_the_mesh(
     assert abs(share(seen, "canary") - 25) <= 3
 
 
+def two_routed_pods(
+    cluster: KubeCluster,
+    mesh: LocalMesh,
+    namespace: str,
+    customize: Callable[[dict[str, Any]], None],
+) -> str:
+    """Pods web-a and web-b (each changed by `customize`) behind one route, both in the
+    mesh's upstreams; web-b's pod IP."""
+    pods = []
+    for name in ("web-a", "web-b"):
+        pod = web_pod(name, "v1")
+        customize(pod)
+        pods.append(pod)
+    route = virtual_service(100, 0)
+    route["spec"]["http"][0]["route"] = [{"destination": {"host": "web"}}]
+    apply(cluster, namespace, *pods, service("web", {"app": "web"}), route)
+    cluster.kubectl(
+        "wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=90s"
+    )
+    eventually(routes_to(mesh, "web.example.com", {"web-a", "web-b"}), 60, "both pods")
+    pod_b = json.loads(cluster.kubectl("get", "pod", "web-b", "-n", namespace, "-o", "json").stdout)
+    return str(pod_b["status"]["podIP"])
+
+
 def test_a_terminating_pod_leaves_the_mesh_and_no_request_fails(
     kube_cluster: KubeCluster, local_mesh: LocalMesh, local_node: LocalNode, namespace: str
 ) -> None:
     """Deleting a pod while traffic flows: the mesh drops it at once (its preStop sleep keeps
     it serving meanwhile), the reload keeps the requests in flight, and no request fails."""
-    pods = []
-    for name in ("web-a", "web-b"):
-        pod = web_pod(name, "v1")
+
+    def linger(pod: dict[str, Any]) -> None:
         pod["spec"]["terminationGracePeriodSeconds"] = 10
         pod["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 2}}}
-        pods.append(pod)
-    route = virtual_service(100, 0)
-    route["spec"]["http"][0]["route"] = [{"destination": {"host": "web"}}]
-    apply(kube_cluster, namespace, *pods, service("web", {"app": "web"}), route)
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=90s"
-    )
-    eventually(routes_to(local_mesh, "web.example.com", {"web-a", "web-b"}), 60, "both pods")
-    ip_b = json.loads(
-        kube_cluster.kubectl("get", "pod", "web-b", "-n", namespace, "-o", "json").stdout
-    )["status"]["podIP"]
+
+    ip_b = two_routed_pods(kube_cluster, local_mesh, namespace, linger)
 
     stop = threading.Event()
     answers: Counter[str] = Counter()
@@ -323,21 +337,11 @@ def test_a_pod_that_dies_is_retried_around_until_the_mesh_drops_it(
     """A pod whose process dies (no preStop, no warning) refuses connections until its
     readiness is lost and the mesh drops it; meanwhile nginx tries another pod, as Istio's
     default retry does, and no POST or GET fails."""
-    pods = []
-    for name in ("web-a", "web-b"):
-        pod = web_pod(name, "v1")
+
+    def no_restart(pod: dict[str, Any]) -> None:
         pod["spec"]["restartPolicy"] = "Never"
-        pods.append(pod)
-    route = virtual_service(100, 0)
-    route["spec"]["http"][0]["route"] = [{"destination": {"host": "web"}}]
-    apply(kube_cluster, namespace, *pods, service("web", {"app": "web"}), route)
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Ready", "pod", "--all", "-n", namespace, "--timeout=90s"
-    )
-    eventually(routes_to(local_mesh, "web.example.com", {"web-a", "web-b"}), 60, "both pods")
-    ip_b = json.loads(
-        kube_cluster.kubectl("get", "pod", "web-b", "-n", namespace, "-o", "json").stdout
-    )["status"]["podIP"]
+
+    ip_b = two_routed_pods(kube_cluster, local_mesh, namespace, no_restart)
 
     stop = threading.Event()
     answers: Counter[str] = Counter()
