@@ -49,17 +49,11 @@ class MeshLoad:
         closes its idle keep-alive connections, and a request can cross that close on the
         wire. The event id makes the second delivery the same deposit."""
         import httpx
-        from cricalgo_workload.testing import signed_headers
+        from cricalgo_workload.testing import post_deposit
 
         for attempt in (1, 2):
             try:
-                response = http.post(
-                    "/api/v1/webhooks/deposit",
-                    content=body,
-                    headers=signed_headers(self.secret, body),
-                )
-                status = response.status_code
-                return status, response.json().get("tx_id") if status == 202 else None
+                return post_deposit(http, self.secret, body)
             except httpx.RemoteProtocolError as err:
                 with self._lock:
                     self.resent.append(time.time())

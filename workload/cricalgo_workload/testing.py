@@ -45,6 +45,16 @@ def signed_headers(
     }
 
 
+def post_deposit(http: Any, secret: str, body: bytes) -> tuple[int, str | None]:
+    """POST one signed deposit with an httpx client: (status, tx_id of a 202 or None).
+    Transport errors propagate: callers decide whether to resend."""
+    response = http.post(
+        "/api/v1/webhooks/deposit", content=body, headers=signed_headers(secret, body)
+    )
+    status = int(response.status_code)
+    return status, response.json().get("tx_id") if status == 202 else None
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Poll until `predicate()` is truthy; raise AssertionError with the last value if not."""
     deadline = time.monotonic() + timeout
@@ -176,13 +186,7 @@ class DepositLoad:
                 body = deposit_body(user_id=rng.choice(self.users), amount=amount)
                 started = time.monotonic()
                 try:
-                    response = http.post(
-                        "/api/v1/webhooks/deposit",
-                        content=body,
-                        headers=signed_headers(self.secret, body),
-                    )
-                    status = response.status_code
-                    tx_id = response.json().get("tx_id") if status == 202 else None
+                    status, tx_id = post_deposit(http, self.secret, body)
                 except httpx.TransportError:
                     status, tx_id = 0, None
                     time.sleep(0.05)
