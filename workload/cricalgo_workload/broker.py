@@ -60,13 +60,15 @@ def close_broker(broker: RedisBroker) -> None:
     broker.client.close()
 
 
-def credit_message(settings: Settings, tx_id: str) -> dramatiq.Message[object]:
+def credit_message(
+    settings: Settings, tx_id: str, options: dict[str, object] | None = None
+) -> dramatiq.Message[object]:
     return dramatiq.Message(
         queue_name=settings.queue_name,
         actor_name=CREDIT_ACTOR,
         args=(tx_id,),
         kwargs={},
-        options={},
+        options=options or {},
     )
 
 
@@ -112,13 +114,7 @@ class AsyncCreditSender:
         for tx_id in tx_ids:
             # Each message in Redis needs its own id (RedisBroker.enqueue does the same).
             redis_id = str(uuid.uuid4())
-            message: dramatiq.Message[object] = dramatiq.Message(
-                queue_name=self.settings.queue_name,
-                actor_name=CREDIT_ACTOR,
-                args=(tx_id,),
-                kwargs={},
-                options={"redis_message_id": redis_id},
-            )
+            message = credit_message(self.settings, tx_id, {"redis_message_id": redis_id})
             args += (redis_id, message.encode())
         await self.script(keys=self.keys, args=args)
 
