@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,7 +221,10 @@ def status_of(body: dict[str, Any]) -> dict[str, Any]:
     return body.get("status") or {}
 
 
-async def set_weight_as(kubeconfig: Path, namespace: str, weight: int) -> Cad:
+async def act_as(
+    kubeconfig: Path, namespace: str, action: Callable[[KubeApi, Cad], Awaitable[Cad]]
+) -> Cad:
+    """Run a rollout primitive on the CR `pay` with the credentials of `kubeconfig`."""
     api = KubeApi.from_connection(load_connection(str(kubeconfig)))
     try:
         # The status write is conditional on the CR's resourceVersion; when the operator
@@ -230,7 +233,7 @@ async def set_weight_as(kubeconfig: Path, namespace: str, weight: int) -> Cad:
             body = await api.get("cricalgo.io/v1alpha1", "CricAlgoDeployment", namespace, "pay")
             assert body is not None
             try:
-                return await set_weight(api, Cad.from_body(body), weight)
+                return await action(api, Cad.from_body(body))
             except ApiError as error:
                 if error.status != 409 or attempt == 4:
                     raise
@@ -238,6 +241,10 @@ async def set_weight_as(kubeconfig: Path, namespace: str, weight: int) -> Cad:
         raise AssertionError("unreachable")
     finally:
         await api.close()
+
+
+async def set_weight_as(kubeconfig: Path, namespace: str, weight: int) -> Cad:
+    return await act_as(kubeconfig, namespace, lambda api, cad: set_weight(api, cad, weight))
 
 
 def children_match_render(cluster: Cluster) -> list[str]:
@@ -531,13 +538,11 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
     assert _outcomes(namespaced_operator.metrics(), cluster.namespace, "superseded") == 1
     # A rollback, by whoever calls the primitive (here this process), counts too.
     counted = generate_latest().decode()
-    api = KubeApi.from_connection(load_connection(str(namespaced_operator.kubeconfig)))
-    try:
-        body = await api.get("cricalgo.io/v1alpha1", "CricAlgoDeployment", cluster.namespace, "pay")
-        assert body is not None
-        cad = await rollback(api, Cad.from_body(body), reason="error rate")
-    finally:
-        await api.close()
+    cad = await act_as(
+        namespaced_operator.kubeconfig,
+        cluster.namespace,
+        lambda api, cad: rollback(api, cad, reason="error rate"),
+    )
     assert cad.status["phase"] == "RolledBack"
     after = generate_latest().decode()
     assert (
