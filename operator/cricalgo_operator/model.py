@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "replicas": {"min": 2, "max": 10},
         "targetCPUUtilizationPercentage": 70,
     },
-    "database": {"secretRef": {"key": "dsn"}, "poolSize": 10, "maxOverflow": 20},
+    "database": {"secretRef": {"key": "dsn"}, "poolSize": 1, "maxOverflow": 1},
     "redis": {"secretRef": {"key": "url"}},
     "traffic": {"provider": "none", "hosts": [], "gateways": [], "path": "/"},
     "canary": {

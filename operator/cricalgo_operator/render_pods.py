@@ -55,8 +55,8 @@ def pod_env(inputs: dict[str, Any], component: Component, track: Track) -> list[
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": _secret_ref(database, "dsn")}},
-        {"name": "DB_POOL_SIZE", "value": str(database.get("poolSize", 10))},
-        {"name": "DB_MAX_OVERFLOW", "value": str(database.get("maxOverflow", 20))},
+        {"name": "DB_POOL_SIZE", "value": str(database.get("poolSize", 1))},
+        {"name": "DB_MAX_OVERFLOW", "value": str(database.get("maxOverflow", 1))},
         {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": _secret_ref(redis, "url")}},
     ]
     # Names as the workload reads them (cricalgo_workload.settings). Each pod binds its

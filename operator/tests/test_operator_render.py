@@ -160,8 +160,8 @@ def test_pod_template_is_restricted_and_configured_from_the_spec() -> None:
         assert security["capabilities"] == {"drop": ["ALL"]}
         env = {e["name"]: e for e in container["env"]}
         assert [e["name"] for e in container["env"]].count("DB_POOL_SIZE") == 1
-        assert env["DB_POOL_SIZE"]["value"] == "10"
-        assert env["DB_MAX_OVERFLOW"]["value"] == "20"
+        assert env["DB_POOL_SIZE"]["value"] == "1"
+        assert env["DB_MAX_OVERFLOW"]["value"] == "1"
         assert env["DATABASE_URL"]["valueFrom"] == {
             "secretKeyRef": {"name": "pay-db", "key": "dsn"}
         }
