@@ -20,7 +20,7 @@ from .readiness import DeploymentReadiness, deployment_readiness, stable_readine
 from .render import render
 from .render_scaling import promotion_floor
 from .revisions import plan_revision, promotion_done_patch
-from .status import Transition, set_condition, write_status
+from .status import Transition, set_condition, set_promoted, write_status
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def reconcile_fresh(api: KubeApi, cad: Cad, now: datetime.datetime, attemp
 def conditions_for(
     cad: Cad, deployments: Iterable[DeploymentReadiness], now: datetime.datetime
 ) -> list[dict[str, Any]]:
-    """Ready / Progressing / Degraded for the CR's phase and its Deployments."""
+    """Ready / Progressing / Degraded / Promoted for the CR's phase and its Deployments."""
     phase = cad.status.get("phase") or "Initializing"
     readiness = stable_readiness(deployments)
     conditions = list(cad.status.get("conditions") or [])
@@ -111,7 +111,7 @@ def conditions_for(
             now,
             cad.generation,
         )
-    return conditions
+    return set_promoted(conditions, cad.spec["image"], cad.status, now, cad.generation)
 
 
 async def refresh_status(

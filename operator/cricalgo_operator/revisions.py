@@ -13,7 +13,7 @@ from typing import Any
 
 from .model import Cad, pod_inputs
 from .naming import COMPONENTS
-from .status import Transition, rfc3339, with_history
+from .status import Transition, rfc3339, set_promoted, with_history
 
 CANARY_RESET: dict[str, Any] = {
     "canaryRevision": None,
@@ -152,13 +152,25 @@ def promotion_done_patch(cad: Cad, now: datetime.datetime) -> dict[str, Any]:
 
 
 def rollback_patch(cad: Cad, reason: str, now: datetime.datetime) -> dict[str, Any]:
-    """Weight 0, canary scaled to zero (kept for inspection), image remembered as failed."""
+    """Weight 0, canary scaled to zero (kept for inspection), image remembered as failed.
+
+    The `Promoted` condition turns False in the same write, so a pipeline waiting on it
+    ends with the rollback, not with the next reconcile."""
     history = with_history(
         cad.status.get("history") or [], _history_entry(cad, "rolledBack", reason, now)
     )
-    return {
+    patch: dict[str, Any] = {
         "phase": "RolledBack",
         "canaryWeight": 0,
         "failedImage": cad.status.get("canaryImage") or cad.spec["image"],
         "history": history,
     }
+    if patch["failedImage"] == cad.spec["image"]:  # else the spec moved on: not its outcome
+        patch["conditions"] = set_promoted(
+            cad.status.get("conditions") or [],
+            cad.spec["image"],
+            {**cad.status, **patch},
+            now,
+            cad.generation,
+        )
+    return patch

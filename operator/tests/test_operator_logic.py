@@ -371,3 +371,50 @@ def test_a_rollout_outcome_is_counted_once_per_new_history_entry() -> None:
     assert ended_outcome(old, old) is None  # a rewrite of the same history
     assert ended_outcome(old, [*old, {"image": "b", "outcome": "rolledBack"}]) == "rolledBack"
     assert ended_outcome([], [{"image": "b", "outcome": "aborted"}]) == "aborted"
+
+
+def _promoted(c: Cad) -> dict[str, Any]:
+    ready = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 2))]
+    return {x["type"]: x for x in conditions_for(c, ready, NOW)}["Promoted"]
+
+
+def test_promoted_condition_follows_the_spec_image_through_a_canary() -> None:
+    first = apply_patch(cad(), plan_revision(cad(), NOW)[0])
+    assert _promoted(first)["status"] == "Unknown"  # Initializing: no outcome yet
+    stable = apply_patch(first, {"phase": "Ready"})
+    assert (_promoted(stable)["status"], _promoted(stable)["reason"]) == ("True", "Promoted")
+    # A new image: Unknown while its canary runs, whatever the stable's condition was.
+    canary = cad("reg/cricalgo:1.1", stable.status)
+    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
+    assert _promoted(canary)["status"] == "Unknown"
+    promoting = apply_patch(canary, promotion_patch(canary, "all steps passed", NOW))
+    assert _promoted(promoting)["status"] == "Unknown"  # stable not yet available at size
+    done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
+    assert _promoted(done)["status"] == "True"
+    assert _promoted(done)["message"] == "reg/cricalgo:1.1 is stable"
+
+
+def test_promoted_turns_false_in_the_rollback_write_itself() -> None:
+    stable = apply_patch(cad(), {**plan_revision(cad(), NOW)[0], "phase": "Ready"})
+    canary = cad("reg/cricalgo:1.1", stable.status)
+    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
+    canary = apply_patch(canary, {"conditions": conditions_for(canary, [], NOW)})
+    patch = rollback_patch(canary, "error rate 3% > 0.5%", LATER)
+    promoted = next(c for c in patch["conditions"] if c["type"] == "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("False", "RolledBack")
+    assert promoted["observedGeneration"] == 3
+    assert "reg/cricalgo:1.1 was rolled back" in promoted["message"]
+    # Re-applying the failed image keeps it False; the spec moving on leaves it alone.
+    rolled = apply_patch(canary, patch)
+    assert _promoted(rolled)["status"] == "False"
+    moved = cad("reg/cricalgo:1.2", canary.status)
+    assert "conditions" not in rollback_patch(moved, "abort", LATER)
+
+
+def test_aborting_back_to_the_stable_image_reports_it_promoted() -> None:
+    stable = apply_patch(cad(), {**plan_revision(cad(), NOW)[0], "phase": "Ready"})
+    canary = cad("reg/cricalgo:1.1", stable.status)
+    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
+    back = cad("reg/cricalgo:1.0", canary.status)
+    back = apply_patch(back, plan_revision(back, NOW)[0])
+    assert _promoted(back)["status"] == "True"
