@@ -3,7 +3,7 @@
 The scenario (`demo.py`) is the same on both; what differs is behind `ScenarioCluster`:
 how the project's images get to the nodes, where webhook traffic enters the mesh, how the
 operator reaches Prometheus, where Redis and PostgreSQL live and how a pod's metrics are read
-(docs/local-stack.md, "The e2e tests on kind", has the table).
+(docs/development/local-stack.md, "The e2e tests on kind", has the table).
 """
 
 from __future__ import annotations
