@@ -16,7 +16,7 @@ import httpx
 import kopf
 
 from cricalgo_operator.canary.controls import ANNOTATION_OF
-from cricalgo_operator.canary.engine import FAIL_FAST
+from cricalgo_operator.canary.engine import IMMEDIATE_ROLLBACKS
 from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.runner import tick
 from cricalgo_operator.kubeapi import ApiError, KubeApi
@@ -110,13 +110,14 @@ async def fail_fast_probe(
     api: KubeApi, namespace: str, name: str, default_url: str | None, logger: kopf.Logger
 ) -> bool:
     """Read and judge between ticks; roll back if a reading is beyond failFastFactor x its
-    threshold. True if it did. Errors are left to the next tick."""
+    threshold or a sequential test reached its rollback boundary. True if it did. Errors
+    are left to the next tick."""
     try:
         result = await tick(api, namespace, name, _now(), default_url, fail_fast_only=True)
     except (ApiError, httpx.TransportError, ValueError) as error:
         logger.debug(f"fail-fast probe skipped: {error!r}")
         return False
-    return result is not None and result.decision.reason == FAIL_FAST
+    return result is not None and result.decision.reason in IMMEDIATE_ROLLBACKS
 
 
 async def until_next_tick(

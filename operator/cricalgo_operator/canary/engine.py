@@ -28,11 +28,18 @@ from cricalgo_operator.canary.model import (
     Readings,
     Verdict,
 )
+from cricalgo_operator.canary.sequential import Outcome
 
 # The hold while the canary's Deployments are not ready yet (weight stays 0).
 AWAITING_CANARY_PODS = "AwaitingCanaryPods"
 # The rollback on a reading beyond failFastFactor x its threshold.
 FAIL_FAST = "FailFast"
+# The rollback on a sequential test reaching its rollback boundary.
+EVIDENCE_OF_FAULT = "EvidenceOfFault"
+# Rollbacks decided on one reading, which the probes between ticks may also act on.
+IMMEDIATE_ROLLBACKS = frozenset({FAIL_FAST, EVIDENCE_OF_FAULT})
+# The hold at the end of a step while a sequential test has not accepted the canary yet.
+AWAITING_EVIDENCE = "AwaitingEvidence"
 _EPSILON = 1e-6  # seconds; absorbs float noise in elapsed-time comparisons
 _ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 _NONE: frozenset[str] = frozenset()
@@ -245,6 +252,11 @@ def _analyse(
         what = "; ".join(f"{v.name} {v.reason}" for v in severe)
         message = f"fail fast (beyond {config.fail_fast_factor:g}x its threshold): {what}"
         return _rollback(status, FAIL_FAST, message, verdicts=verdicts, tick=tick)
+    proven = [v for v in failing if v.evidence and v.evidence.result.outcome == Outcome.FAULT]
+    if proven:
+        what = "; ".join(f"{v.name} {v.reason}" for v in proven)
+        message = f"sequential test: evidence of a fault: {what}"
+        return _rollback(status, EVIDENCE_OF_FAULT, message, verdicts=verdicts, tick=tick)
     if tick == Verdict.FAIL or (tick == Verdict.NODATA and config.on_no_data == "fail"):
         failed = status.failed_checks + 1
         counted = status.evolve(failed_checks=failed, inconclusive_checks=0)
@@ -269,6 +281,14 @@ def _analyse(
     passed = status.evolve(inconclusive_checks=0)
     assert passed.step_started_at is not None
     elapsed = (now - passed.step_started_at).total_seconds()
+    undecided = [
+        v for v in verdicts if v.evidence and v.evidence.result.outcome == Outcome.UNDECIDED
+    ]
+    if elapsed + _EPSILON >= config.step_duration and undecided:
+        # Time alone does not pass a step: the test must have accepted the canary.
+        what = "; ".join(f"{v.name} {v.reason}" for v in undecided)
+        message = f"step {step} at {passed.canary_weight}%: awaiting evidence: {what}"
+        return Decision(Action.HOLD, AWAITING_EVIDENCE, message, passed, verdicts, tick)
     if elapsed + _EPSILON >= config.step_duration:
         return _advance(config, passed, now, "StepPassed", verdicts, tick)
     message = (

@@ -5,15 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from cricalgo_operator.canary import sequential
 from cricalgo_operator.canary.model import (
     CANARY,
+    RATIO_COUNTS,
     STABLE,
     CanaryConfig,
+    Evidence,
     MetricCheck,
     MetricVerdict,
     Readings,
     Verdict,
+    step_reading,
 )
+from cricalgo_operator.canary.sequential import Counts, Outcome
 
 
 def _fmt(value: float) -> str:
@@ -24,6 +29,8 @@ def _fmt(value: float) -> str:
 
 def judge_check(check: MetricCheck, readings: Readings, config: CanaryConfig) -> MetricVerdict:
     """The verdict of one check on the canary track. No data never passes."""
+    if check.sequential and (check.max is not None or check.compare_to == STABLE):
+        return judge_sequential(check, readings, config)
     factor = config.fail_fast_factor
 
     def verdict(
@@ -79,6 +86,74 @@ def judge_check(check: MetricCheck, readings: Readings, config: CanaryConfig) ->
         return verdict(value, limit, Verdict.PASS, f"{_fmt(value)} <= stable-based {_fmt(limit)}")
 
     return verdict(value, bound, Verdict.PASS, f"{_fmt(value)} within bounds")
+
+
+def _step_counts(check: MetricCheck, readings: Readings, track: str) -> Counts | str:
+    """The step's (failures, total) of a ratio check on `track`, or why there are none."""
+    failures_name, total_name = RATIO_COUNTS[check.name]
+    failures = readings.get(step_reading(failures_name), track)
+    total = readings.get(step_reading(total_name), track)
+    for reading in (total, failures):
+        if reading.value is None or math.isinf(reading.value):
+            return f"no {track} {reading.name} count: {reading.error or 'empty'}"
+    assert failures.value is not None
+    assert total.value is not None
+    return Counts(failures.value, total.value).clamped()
+
+
+def judge_sequential(check: MetricCheck, readings: Readings, config: CanaryConfig) -> MetricVerdict:
+    """The sequential test of a ratio check on the counts of the current step.
+
+    The statistic reaching the rollback boundary fails the check conclusively (the engine
+    rolls back at once, whatever the volume); below it the check passes, and the step may
+    advance only once the statistic has reached the acceptance boundary. With both a
+    threshold and a comparison, each test gets half of alpha (the rollback boundary is a
+    union of two).
+    """
+    settings = config.sequential
+
+    def verdict(
+        value: float | None, threshold: float | None, v: Verdict, reason: str, e: Evidence | None
+    ) -> MetricVerdict:
+        return MetricVerdict(check.name, CANARY, value, threshold, v, reason, False, e)
+
+    canary = _step_counts(check, readings, CANARY)
+    if isinstance(canary, str):
+        return verdict(None, check.max, Verdict.NODATA, canary, None)
+    stable: Counts | None = None
+    statistics: list[float] = []
+    threshold = check.max
+    if check.max is not None:
+        statistics.append(sequential.against_threshold(canary, check.max, settings.fault_factor))
+    if check.compare_to == STABLE:
+        found = _step_counts(check, readings, STABLE)
+        if isinstance(found, str):
+            return verdict(canary.rate, check.max, Verdict.NODATA, found, None)
+        stable = found
+        ratio = sequential.allowed_ratio(stable, check.max_increase, check.max_relative_increase)
+        statistics.append(sequential.against_stable(canary, stable, ratio, settings.fault_factor))
+        if stable.rate is not None and threshold is None:
+            threshold = stable.rate * ratio
+    if len(statistics) > 1:
+        settings = sequential.Settings(settings.alpha / 2, settings.beta, settings.fault_factor)
+    result = sequential.judge(max(statistics, default=0.0), settings)
+    evidence = Evidence(canary, stable, result)
+    counted = f"{_fmt(canary.failures)} of {_fmt(canary.total)} failed"
+    if stable is not None:
+        counted += f", stable {_fmt(stable.failures)} of {_fmt(stable.total)}"
+    where = f"S={_fmt(result.statistic)} ({counted})"
+    if result.outcome == Outcome.FAULT:
+        reason = f"{where} >= rollback boundary {_fmt(result.upper)}"
+        return verdict(canary.rate, threshold, Verdict.FAIL, reason, evidence)
+    if canary.total < config.min_requests:
+        volume = RATIO_COUNTS[check.name][1]
+        reason = f"{_fmt(canary.total)} {volume} < minRequests {config.min_requests}"
+        return verdict(canary.rate, threshold, Verdict.NODATA, reason, evidence)
+    if result.outcome == Outcome.HEALTHY:
+        reason = f"{where} <= acceptance boundary {_fmt(result.lower)}"
+    else:
+        reason = f"{where}, undecided between {_fmt(result.lower)} and {_fmt(result.upper)}"
+    return verdict(canary.rate, threshold, Verdict.PASS, reason, evidence)
 
 
 def judge(config: CanaryConfig, readings: Readings) -> tuple[MetricVerdict, ...]:

@@ -15,12 +15,26 @@ from enum import StrEnum
 from typing import Any
 
 from cricalgo_operator.canary.durations import parse_duration
+from cricalgo_operator.canary.sequential import Counts, Result, Settings
 
 CANARY = "canary"
 STABLE = "stable"
 # Volume readings: how much traffic the canary saw in the window (gate for ratio metrics).
 REQUESTS = "requests"
 TASKS = "tasks"
+# Ratio checks the sequential decision judges on counts: (failures, total) reading names.
+RATIO_COUNTS: Mapping[str, tuple[str, str]] = {
+    "errorRate": ("errors", REQUESTS),
+    "taskFailureRate": ("failedTasks", TASKS),
+}
+COUNT = "count"
+SEQUENTIAL = "sequential"
+DEFAULT_DECISION = COUNT  # the CRD default too
+
+
+def step_reading(name: str) -> str:
+    """The name of a count reading taken over the current step (not the tick's window)."""
+    return f"{name}@step"
 
 
 class Phase(StrEnum):
@@ -66,6 +80,7 @@ class MetricCheck:
     max_increase: float | None = None
     max_relative_increase: float | None = None
     volume: str | None = None  # REQUESTS / TASKS: reading that must reach minRequests
+    sequential: bool = False  # judged by the sequential test on the step's counts
 
     @classmethod
     def from_spec(cls, item: Mapping[str, Any]) -> MetricCheck:
@@ -127,6 +142,8 @@ class CanaryConfig:
     templates: str = "workload"
     prometheus_url: str | None = None
     checks: tuple[MetricCheck, ...] = field(default_factory=lambda: slo_checks({}))
+    decision: str = DEFAULT_DECISION
+    sequential: Settings = field(default_factory=Settings)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], revision: str | None = None) -> CanaryConfig:
@@ -138,6 +155,19 @@ class CanaryConfig:
             # A custom metric named like a built-in replaces it (override threshold or query).
             checks = [c for c in checks if c.name != custom.name]
             checks.append(custom)
+        decision = str(canary.get("decision", DEFAULT_DECISION))
+        if decision == SEQUENTIAL:
+            # Built-in ratio queries have count templates; a custom query is a ratio only.
+            checks = [
+                replace(c, sequential=True) if c.name in RATIO_COUNTS and not c.query else c
+                for c in checks
+            ]
+        knobs: Mapping[str, Any] = canary.get("sequential") or {}
+        settings = Settings(
+            alpha=float(knobs.get("falseRollbackRate", Settings.alpha)),
+            beta=float(knobs.get("missedFaultRate", Settings.beta)),
+            fault_factor=float(knobs.get("faultFactor", Settings.fault_factor)),
+        )
         steps = tuple(int(s) for s in canary.get("steps") or (10, 25, 50, 100))
         if not steps or any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(f"canary.steps must be non-empty and strictly increasing: {steps}")
@@ -157,6 +187,8 @@ class CanaryConfig:
             templates=str(canary.get("templates", "workload")),
             prometheus_url=(canary.get("prometheus") or {}).get("url"),
             checks=tuple(checks),
+            decision=decision,
+            sequential=settings,
         )
 
 
@@ -272,6 +304,30 @@ NO_CONTROL = Control()
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What a sequential verdict weighed: the step's counts, the statistic, the boundaries."""
+
+    canary: Counts
+    stable: Counts | None
+    result: Result
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "failures": round(self.canary.failures, 3),
+            "total": round(self.canary.total, 3),
+        }
+        if self.stable is not None:
+            found["stableFailures"] = round(self.stable.failures, 3)
+            found["stableTotal"] = round(self.stable.total, 3)
+        statistic = self.result.statistic  # JSON has no Infinity; the reason says "inf"
+        found["statistic"] = round(statistic, 4) if math.isfinite(statistic) else None
+        found["rollbackAt"] = round(self.result.upper, 4)
+        found["acceptAt"] = round(self.result.lower, 4)
+        found["outcome"] = str(self.result.outcome)
+        return found
+
+
+@dataclass(frozen=True)
 class MetricVerdict:
     name: str
     track: str
@@ -280,13 +336,14 @@ class MetricVerdict:
     verdict: Verdict
     reason: str
     severe: bool = False  # beyond failFastFactor x its threshold
+    evidence: Evidence | None = None  # set by the sequential test
 
     def to_dict(self) -> dict[str, Any]:
         def finite(v: float | None) -> float | None:
             # JSON has no Infinity; the reason carries "+Inf".
             return v if v is None or math.isfinite(v) else None
 
-        return {
+        found: dict[str, Any] = {
             "name": self.name,
             "track": self.track,
             "value": finite(self.value),
@@ -294,6 +351,9 @@ class MetricVerdict:
             "verdict": str(self.verdict),
             "reason": self.reason,
         }
+        if self.evidence is not None:
+            found["evidence"] = self.evidence.to_dict()
+        return found
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ _HTTP = f"{_SEL}, {_ROUTES}"
 # whenever the denominator (all requests) exists.
 _WORKLOAD: Mapping[str, str] = {
     REQUESTS: f"sum(increase(cricalgo_http_requests_total{{{_HTTP}}}[{{interval}}]))",
+    # Counts for the sequential test (the failures of errorRate / taskFailureRate).
+    "errors": (
+        f'sum(increase(cricalgo_http_requests_total{{{_HTTP}, status=~"5.."}}[{{interval}}]))'
+        " or vector(0)"
+    ),
     "errorRate": (
         f'(sum(rate(cricalgo_http_requests_total{{{_HTTP}, status=~"5.."}}[{{interval}}]))'
         " or vector(0))"
@@ -40,6 +45,10 @@ _WORKLOAD: Mapping[str, str] = {
         f"rate(cricalgo_http_request_duration_seconds_bucket{{{_HTTP}}}[{{interval}}])))"
     ),
     TASKS: f"sum(increase(cricalgo_tasks_total{{{_SEL}}}[{{interval}}]))",
+    "failedTasks": (
+        f'sum(increase(cricalgo_tasks_total{{{_SEL}, outcome=~"failure|retry|dead_letter"}}'
+        "[{interval}])) or vector(0)"
+    ),
     # A task that raised is a failure signal even when Dramatiq will retry it.
     "taskFailureRate": (
         f'(sum(rate(cricalgo_tasks_total{{{_SEL}, outcome=~"failure|retry|dead_letter"}}'
@@ -61,6 +70,10 @@ _MESH = (
 _ISTIO: Mapping[str, str] = {
     **_WORKLOAD,
     REQUESTS: f"sum(increase(istio_requests_total{{{_MESH}}}[{{interval}}]))",
+    "errors": (
+        f'sum(increase(istio_requests_total{{{_MESH}, response_code=~"5.."}}[{{interval}}]))'
+        " or vector(0)"
+    ),
     "errorRate": (
         f'(sum(rate(istio_requests_total{{{_MESH}, response_code=~"5.."}}[{{interval}}]))'
         " or vector(0))"

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from cricalgo_operator.canary.model import (
     CANARY,
+    RATIO_COUNTS,
     REQUESTS,
     STABLE,
     TASKS,
@@ -20,6 +21,7 @@ from cricalgo_operator.canary.model import (
     MetricCheck,
     Reading,
     Readings,
+    step_reading,
 )
 from cricalgo_operator.canary.prometheus import PrometheusClient, PrometheusError
 from cricalgo_operator.canary.promql import (
@@ -42,6 +44,8 @@ class AnalysisTarget:
     name: str
     canary_version: str
     stable_version: str
+    # Seconds the current step has run: the window of the sequential test's counts.
+    step_seconds: float = 0.0
 
 
 def template_for(config: CanaryConfig, check: MetricCheck | str) -> str:
@@ -69,6 +73,27 @@ def planned_queries(config: CanaryConfig, target: AnalysisTarget) -> list[tuple[
         plan.append((check.name, CANARY, render_query(template, variables(CANARY))))
         if check.compare_to == STABLE:
             plan.append((check.name, STABLE, render_query(template, variables(STABLE))))
+    plan.extend(_step_counts(config, target))
+    return plan
+
+
+def _step_counts(config: CanaryConfig, target: AnalysisTarget) -> list[tuple[str, str, str]]:
+    """The failure and total counts of the sequential checks, over the whole current step."""
+    window = promql_duration(max(target.step_seconds, MIN_WINDOW_SECONDS))
+    plan: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for check in config.checks:
+        if not check.sequential:
+            continue
+        tracks = (CANARY, STABLE) if check.compare_to == STABLE else (CANARY,)
+        for track in tracks:
+            version = target.canary_version if track == CANARY else target.stable_version
+            variables = TemplateVars(target.namespace, target.name, track, version, window)
+            for count in RATIO_COUNTS[check.name]:
+                if (count, track) not in seen:
+                    seen.add((count, track))
+                    query = render_query(template_for(config, count), variables)
+                    plan.append((step_reading(count), track, query))
     return plan
 
 

@@ -24,7 +24,7 @@ from cricalgo_operator.canary.controls import (
     control_from_annotations,
     patch_cad,
 )
-from cricalgo_operator.canary.engine import AWAITING_CANARY_PODS, FAIL_FAST, decide
+from cricalgo_operator.canary.engine import AWAITING_CANARY_PODS, IMMEDIATE_ROLLBACKS, decide
 from cricalgo_operator.canary.model import (
     Action,
     CanaryConfig,
@@ -129,14 +129,21 @@ def query_timeout(interval: float) -> float:
 
 
 async def read_readings(
-    cad: Cad, config: CanaryConfig, status: CanaryStatus, default_url: str | None
+    cad: Cad,
+    config: CanaryConfig,
+    status: CanaryStatus,
+    default_url: str | None,
+    now: datetime | None = None,
 ) -> Readings:
     url = config.prometheus_url or default_url
+    started = status.step_started_at
+    step_seconds = (now - started).total_seconds() if now and started else 0.0
     target = AnalysisTarget(
         cad.namespace,
         cad.name,
         canary_version=image_version(status.canary_image or cad.spec["image"]),
         stable_version=image_version(status.stable_image or cad.spec["image"]),
+        step_seconds=step_seconds,
     )
     if not url:
         reason = "no Prometheus URL (spec.canary.prometheus.url)"
@@ -184,7 +191,8 @@ async def tick(
     `previous` is the last tick's decision, so that a hold repeated every second is
     announced (Event) once. With `fail_fast_only` (the probe between ticks) nothing is
     written unless the decision is a fail-fast rollback: a probe never advances, counts
-    no failed check and leaves control requests to the tick."""
+    no failed check and leaves control requests to the tick. The sequential test's
+    rollback is one too: its error rate holds however often it is looked at."""
     started = time.perf_counter()
     body = await api.get(API_VERSION, KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -194,10 +202,10 @@ async def tick(
     status = CanaryStatus.from_dict(cad.status)
     readings = Readings()
     if needs_readings(config, status):
-        readings = await read_readings(cad, config, status, default_url)
+        readings = await read_readings(cad, config, status, default_url, now)
     if fail_fast_only:
         decision = decide(config, status, readings, now)
-        if decision.reason != FAIL_FAST:
+        if decision.reason not in IMMEDIATE_ROLLBACKS:
             return TickResult(decision, config.analysis_interval)
     else:
         control = control_from_annotations(cad.annotations)
