@@ -125,13 +125,16 @@ def pending_for_relay(conn: Connection, older_than_seconds: float, limit: int = 
 
 def rematch_unmatched(conn: Connection) -> list[str]:
     """Return parked deposits whose user now exists to `pending` (a safety net: registration
-    already does this in its own transaction)."""
+    already does this in its own transaction). Rows a worker holds are skipped, not waited
+    for: this statement takes no advisory lock, so waiting here could close a cycle."""
     rows = conn.execute(
         """
-        UPDATE deposit_inbox d SET status = 'pending', relayed_at = now()
-        FROM users u
-        WHERE d.status = 'unmatched' AND u.user_id = d.user_id
-        RETURNING d.tx_id
+        UPDATE deposit_inbox SET status = 'pending', relayed_at = now()
+        WHERE tx_id IN (
+            SELECT d.tx_id FROM deposit_inbox d JOIN users u USING (user_id)
+            WHERE d.status = 'unmatched'
+            FOR UPDATE OF d SKIP LOCKED)
+        RETURNING tx_id
         """
     ).fetchall()
     return [str(row[0]) for row in rows]

@@ -1,14 +1,20 @@
 """Crediting deposits and registering users: the ledger side of the inbox.
 
-Every credit happens in one transaction that locks the inbox row, so a message delivered
-twice (Dramatiq delivers at least once), or two workers racing on it, credit once.
-A deposit and a registration for the same user serialise on a per-user advisory lock, so a
-deposit parked as `unmatched` is always seen by the registration that follows it.
+Deposits are credited in batches, one transaction per batch, and a batch of one is the same
+code: a message delivered twice (Dramatiq delivers at least once), or two workers racing on
+it, credit once, because the inbox rows are locked and the ledger's UNIQUE (tx_id) holds.
+
+Lock order, everywhere: the per-user advisory locks first (in ascending key order, so two
+batches never wait on each other in a cycle), then the inbox rows. Registration takes the
+same advisory lock before it releases a user's parked rows, so a deposit parked as
+`unmatched` is always seen by the registration that follows it, and neither side can hold a
+row the other waits for while it waits for the other's lock.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,6 +22,37 @@ from typing import Any
 from psycopg import AsyncConnection, Connection
 
 _USER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('cricalgo-user:' || %s, 0))"
+
+# The users' advisory locks in ascending key order. OFFSET 0 keeps the sorted subquery from
+# being flattened into the outer query, so the locks are taken in the sorted order.
+_USER_LOCKS = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended('cricalgo-user:' || i.user_id, 0) AS k
+    FROM deposit_inbox i WHERE i.tx_id = ANY(%s::uuid[])
+    ORDER BY 1 OFFSET 0) AS keys
+"""
+
+# Ledger entries in the order the deposits were received, so one user's entries (and the
+# balance they add up to) follow the order of the deliveries within a batch too.
+_INSERT_ENTRIES = """
+INSERT INTO ledger_entries (tx_id, user_id, amount, currency)
+SELECT tx_id, user_id, amount, currency FROM deposit_inbox
+WHERE tx_id = ANY(%s::uuid[])
+ORDER BY received_at, tx_id
+ON CONFLICT (tx_id) DO NOTHING
+RETURNING tx_id, user_id, amount, currency
+"""
+
+# One upsert per (user, currency): ON CONFLICT DO UPDATE may touch a row once per statement.
+_ADD_TO_BALANCES = """
+INSERT INTO balances (user_id, currency, amount)
+SELECT b.user_id, b.currency, sum(b.amount)
+FROM unnest(%s::text[], %s::text[], %s::numeric[]) AS b(user_id, currency, amount)
+GROUP BY b.user_id, b.currency
+ORDER BY b.user_id, b.currency
+ON CONFLICT (user_id, currency) DO UPDATE
+SET amount = balances.amount + EXCLUDED.amount, updated_at = now()
+"""
 
 
 class CreditOutcome(enum.Enum):
@@ -26,44 +63,59 @@ class CreditOutcome(enum.Enum):
 
 
 def credit_deposit(conn: Connection, tx_id: str) -> CreditOutcome:
-    """Credit inbox row `tx_id` exactly once: ledger entry, balance, row marked done."""
+    """Credit inbox row `tx_id` exactly once (a batch of one)."""
+    return credit_deposits(conn, [tx_id])[tx_id]
+
+
+def credit_deposits(conn: Connection, tx_ids: Sequence[str]) -> dict[str, CreditOutcome]:
+    """Credit the inbox rows `tx_ids` exactly once, in one transaction: a ledger entry each,
+    the balances, the rows marked done; rows of unknown users are parked as `unmatched`.
+    Returns each id's outcome (an id given twice is handled once)."""
+    ids = list(dict.fromkeys(tx_ids))
     with conn.transaction():
-        row = conn.execute(
-            "SELECT user_id, amount, currency, status FROM deposit_inbox"
-            " WHERE tx_id = %s FOR UPDATE",
-            (tx_id,),
-        ).fetchone()
-        if row is None:
-            return CreditOutcome.UNKNOWN_TX
-        user_id, amount, currency, status = row
-        if status in ("done", "dead"):
-            return CreditOutcome.ALREADY_DONE
-        conn.execute(_USER_LOCK, (user_id,))
-        if conn.execute("SELECT 1 FROM users WHERE user_id = %s", (user_id,)).fetchone() is None:
+        conn.execute(_USER_LOCKS, (ids,))
+        rows = conn.execute(
+            "SELECT i.tx_id::text, i.status, u.user_id IS NOT NULL FROM deposit_inbox i"
+            " LEFT JOIN users u USING (user_id)"
+            " WHERE i.tx_id = ANY(%s::uuid[]) ORDER BY i.tx_id FOR UPDATE OF i",
+            (ids,),
+        ).fetchall()
+        outcomes = dict.fromkeys(ids, CreditOutcome.UNKNOWN_TX)
+        to_credit: list[str] = []
+        to_park: list[str] = []
+        for tx_id, status, user_known in rows:
+            if status in ("done", "dead"):
+                outcomes[tx_id] = CreditOutcome.ALREADY_DONE
+            elif not user_known:
+                outcomes[tx_id] = CreditOutcome.PARKED
+                to_park.append(tx_id)
+            else:
+                to_credit.append(tx_id)
+        if to_park:
             conn.execute(
                 "UPDATE deposit_inbox SET status = 'unmatched', attempts = attempts + 1"
-                " WHERE tx_id = %s",
-                (tx_id,),
+                " WHERE tx_id = ANY(%s::uuid[])",
+                (to_park,),
             )
-            return CreditOutcome.PARKED
-        inserted = conn.execute(
-            "INSERT INTO ledger_entries (tx_id, user_id, amount, currency)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (tx_id) DO NOTHING RETURNING entry_id",
-            (tx_id, user_id, amount, currency),
-        ).fetchone()
-        if inserted is not None:
-            conn.execute(
-                "INSERT INTO balances (user_id, currency, amount) VALUES (%s, %s, %s)"
-                " ON CONFLICT (user_id, currency) DO UPDATE"
-                " SET amount = balances.amount + EXCLUDED.amount, updated_at = now()",
-                (user_id, currency, amount),
-            )
+        if not to_credit:
+            return outcomes
+        inserted = conn.execute(_INSERT_ENTRIES, (to_credit,)).fetchall()
+        if inserted:
+            _, users, amounts, currencies = (list(c) for c in zip(*inserted, strict=True))
+            conn.execute(_ADD_TO_BALANCES, (users, currencies, amounts))
         conn.execute(
             "UPDATE deposit_inbox SET status = 'done', attempts = attempts + 1,"
-            " processed_at = now(), last_error = NULL WHERE tx_id = %s",
-            (tx_id,),
+            " processed_at = now(), last_error = NULL WHERE tx_id = ANY(%s::uuid[])",
+            (to_credit,),
         )
-        return CreditOutcome.CREDITED if inserted is not None else CreditOutcome.ALREADY_DONE
+        credited = {str(row[0]) for row in inserted}
+        for tx_id in to_credit:
+            # A row still pending with a ledger entry: a crash between the two (cannot
+            # happen in one transaction, kept as the UNIQUE's answer) is already done.
+            outcomes[tx_id] = (
+                CreditOutcome.CREDITED if tx_id in credited else CreditOutcome.ALREADY_DONE
+            )
+        return outcomes
 
 
 def mark_dead(conn: Connection, tx_id: str, error: str) -> None:
