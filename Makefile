@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck unit setup system-packages toolchain venv dev-up dev-down \
-        dev-status constraints images chart-sync alerts load bench-canary bench-operator bench-workload e2e dev-logs clean
+        dev-status constraints dist images chart-sync alerts load bench-canary bench-operator bench-workload e2e dev-logs clean
 
 demo: setup
 	$(BIN)/cricalgo dev demo
@@ -21,11 +21,11 @@ setup: venv system-packages toolchain
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml e2e/pyproject.toml constraints.txt
 	@echo "[cricalgo setup] virtualenv $(VENV) with pinned dependencies (constraints.txt)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' -e ./e2e
 	touch $(STAMP)
 
 system-packages:
@@ -65,7 +65,7 @@ bench-canary: setup
 	$(BIN)/python operator/bench/bench_canary.py --runs 3
 
 bench-operator: setup
-	$(BIN)/python -m cricalgo_operator.bench
+	$(BIN)/python operator/bench/bench_operator.py
 
 bench-workload: setup
 	$(BIN)/python workload/bench/bench_workload.py
@@ -92,7 +92,7 @@ dev-status: venv
 
 # Re-pin after changing dependencies in pyproject.toml.
 constraints: venv
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./e2e
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^cricalgo' > constraints.txt
 
 # The chart carries copies of files whose source lives elsewhere in the repository;
@@ -111,5 +111,10 @@ images:
 	docker build -f operator/Dockerfile -t cricalgo/operator:$(IMAGE_TAG) .
 	docker build -f workload/Dockerfile -t cricalgo/workload:$(IMAGE_TAG) .
 
+# The product's wheel (operator, workload, kubectl plugin; no harness) into dist/.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist

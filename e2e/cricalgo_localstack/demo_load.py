@@ -30,7 +30,8 @@ class MeshLoad:
 
     def _run(self) -> None:
         import httpx
-        from cricalgo_workload.testing import deposit_body
+
+        from cricalgo_localstack.deposits import deposit_body
 
         with httpx.Client(base_url=self.mesh_url, headers={"Host": self.host}, timeout=10) as http:
             while not self._stop.is_set():
@@ -49,7 +50,8 @@ class MeshLoad:
         closes its idle keep-alive connections, and a request can cross that close on the
         wire. The event id makes the second delivery the same deposit."""
         import httpx
-        from cricalgo_workload.testing import post_deposit
+
+        from cricalgo_localstack.deposits import post_deposit
 
         for attempt in (1, 2):
             try:

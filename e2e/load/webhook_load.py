@@ -155,9 +155,10 @@ def summarize(results: Results, elapsed: float) -> tuple[str, bool]:
 @contextlib.contextmanager
 def local_workload(worker_processes: int = 1) -> Iterator[tuple[str, str]]:
     """Redis, PostgreSQL, the webhook and workers as local processes, for `--local`."""
+    from cricalgo_localstack.deposits import new_secret
     from cricalgo_localstack.processes import free_port
     from cricalgo_localstack.services import PostgresServer, RedisServer, new_work_dir
-    from cricalgo_workload.testing import WorkloadProcess, new_secret
+    from cricalgo_localstack.workload_processes import WorkloadProcess
 
     redis, postgres = RedisServer(new_work_dir("redis")), PostgresServer(new_work_dir("postgres"))
     processes: list[WorkloadProcess] = []

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cricalgo_localstack.deposits import new_secret
 from cricalgo_localstack.processes import free_port
 from cricalgo_localstack.services import PostgresServer, RedisServer
-from cricalgo_workload.testing import WorkloadProcess, new_secret
+from cricalgo_localstack.workload_processes import WorkloadProcess
 
 SCRIPT = Path(__file__).resolve().parents[1] / "smoke_and_checks.sh"
 API_TOKEN = "smoke-token-0123456789"

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from cricalgo_localstack.deposits import deposit_body, new_secret, signed_headers
 from cricalgo_localstack.processes import free_port
 from cricalgo_localstack.services import PostgresServer, RedisServer
 from cricalgo_workload.broker import close_broker, enqueue_credit
 from cricalgo_workload.migrations import migrate
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import deposit_body, new_secret, signed_headers
 from cricalgo_workload.worker import DepositWorker
 
 HERE = Path(__file__).parent

@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from cricalgo_localstack.deposits import deposit_body, new_secret, signed_headers
+from cricalgo_localstack.workload_processes import LiveServer
 from cricalgo_workload.app import create_app
 from cricalgo_workload.migrations import migrate
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import LiveServer, deposit_body, new_secret, signed_headers
 from cricalgo_workload.worker import DepositWorker
 
 API_TOKEN = "test-api-token"

@@ -7,9 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+from cricalgo_localstack.deposits import deposit_body, signed_headers
+from cricalgo_localstack.workload_processes import LiveServer, wait_for
 from cricalgo_workload.app import create_app
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import LiveServer, deposit_body, signed_headers, wait_for
 from cricalgo_workload.worker import DepositWorker
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import psycopg
+from cricalgo_localstack.deposits import deposit_body, new_secret, signed_headers
+from cricalgo_localstack.workload_processes import LiveServer
 from cricalgo_workload.app import create_app
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import LiveServer, deposit_body, new_secret, signed_headers
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st

@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from cricalgo_workload.testing import DepositLoad, WorkloadProcess, wait_for
+from cricalgo_localstack.deposits import DepositLoad
+from cricalgo_localstack.workload_processes import WorkloadProcess, wait_for
 
 pytestmark = pytest.mark.slow
 USERS = ["u1", "u2", "u3", "u4"]

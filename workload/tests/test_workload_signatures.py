@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from cricalgo_localstack.deposits import new_secret
 from cricalgo_workload.signatures import SignatureError, decode_secret, sign, verify
-from cricalgo_workload.testing import new_secret
 
 BODY = b'{"user_id": "alice", "amount": "1.00", "currency": "EUR", "provider_reference": "r"}'
 NOW = 1_700_000_000

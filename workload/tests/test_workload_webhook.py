@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from cricalgo_localstack.deposits import deposit_body, signed_headers
+from cricalgo_localstack.workload_processes import wait_for
 from cricalgo_workload.broker import queue_key
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import deposit_body, signed_headers, wait_for
 
 
 def inbox_rows(dsn: str) -> list[tuple[Any, ...]]:

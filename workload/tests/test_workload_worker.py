@@ -11,9 +11,10 @@ import httpx
 import psycopg
 import pytest
 import redis
+from cricalgo_localstack.deposits import deposit_body, signed_headers
+from cricalgo_localstack.workload_processes import wait_for
 from cricalgo_workload.broker import enqueue_credit
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import deposit_body, signed_headers, wait_for
 from cricalgo_workload.worker import DepositWorker
 from prometheus_client import generate_latest
 

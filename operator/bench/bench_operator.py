@@ -26,19 +26,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cricalgo_operator
 import httpx
-
-from .children import apply_manifests
-from .connection import load_connection
-from .kubeapi import KubeApi
-from .model import Cad
-from .render import render
+from cricalgo_operator.children import apply_manifests
+from cricalgo_operator.connection import load_connection
+from cricalgo_operator.kubeapi import KubeApi
+from cricalgo_operator.model import Cad
+from cricalgo_operator.render import render
 
 API = "cricalgo.io/v1alpha1"
 KIND = "CricAlgoDeployment"
 NS = "bench"
 BASELINE_NS = "bench-baseline"
-RBAC = Path(__file__).parent / "rbac"
+RBAC = Path(cricalgo_operator.__file__).parent / "rbac"
 
 
 def _cr(name: str) -> dict[str, Any]:
