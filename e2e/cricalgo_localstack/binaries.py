@@ -14,6 +14,7 @@ Binaries are cached on disk keyed by version (see `cache_root`), built once per 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 KUBERNETES_VERSION = "v1.34.0"
 ETCD_VERSION = "v3.6.5"
@@ -132,6 +134,37 @@ def _build(
     outputs = {out: bindir / out for out in packages}
     if all(p.exists() for p in outputs.values()):
         return outputs
+    root.mkdir(parents=True, exist_ok=True)
+    # Two runs on one machine (make test beside make demo, or a second checkout) must not
+    # build the same thing twice at once: the second waits for the first, then finds it.
+    with (root / ".build.lock").open("w") as lock:
+        if not _try_lock(lock):
+            _progress(f"waiting for another run that is building {name} {version}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(p.exists() for p in outputs.values()):
+            return outputs
+        _build_locked(name, main_module, version, packages, ldflags, tags, root)
+    return outputs
+
+
+def _try_lock(lock: IO[str]) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _build_locked(
+    name: str,
+    main_module: str,
+    version: str,
+    packages: dict[str, str],
+    ldflags: str,
+    tags: str,
+    root: Path,
+) -> None:
+    bindir = root / "bin"
     workdir = root / "wrapper"
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -160,7 +193,6 @@ def _build(
     shutil.rmtree(bindir, ignore_errors=True)
     staging.rename(bindir)
     _progress(f"built {name} {version} in {time.monotonic() - started:.0f}s")
-    return outputs
 
 
 def _kubernetes_ldflags(version: str) -> str:

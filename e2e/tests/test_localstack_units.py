@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from pathlib import Path
 
 import pytest
+from cricalgo_localstack import binaries
 from cricalgo_localstack.binaries import render_wrapper_gomod, staging_replacements
 from cricalgo_localstack.kubeconfig import render_kubeconfig
 from cricalgo_localstack.services import PrometheusServer
@@ -90,3 +93,31 @@ def test_prometheus_config_discovers_pods_only_with_a_cluster(tmp_path: Path) ->
     assert pods["kubernetes_sd_configs"][0]["role"] == "pod"
     targets = {rule.get("target_label") for rule in pods["relabel_configs"]}
     assert {"track", "version", "app", "namespace", "pod"} <= targets
+
+
+def test_a_second_build_of_the_same_binaries_waits_for_the_first_and_reuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs that both lack a binary build it once: the second waits on the first's lock
+    and then finds the binary instead of running `go build` itself."""
+    monkeypatch.setenv("CRICALGO_CACHE", str(tmp_path))
+    built: list[str] = []
+    monkeypatch.setattr(binaries, "_go", lambda args, cwd, env=None: built.append(args[0]) or "")
+    root = tmp_path / "tool" / "v1"
+    root.mkdir(parents=True)
+    result: dict[str, Path] = {}
+    with (root / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        second = threading.Thread(
+            target=lambda: result.update(
+                binaries._build("tool", "example.com/tool", "v1", {"tool": "example.com/tool"}, "")
+            )
+        )
+        second.start()
+        second.join(0.5)
+        assert second.is_alive(), "the second build did not wait for the first"
+        (root / "bin").mkdir()
+        (root / "bin" / "tool").write_text("built by the first run")
+    second.join(10)
+    assert result == {"tool": root / "bin" / "tool"}
+    assert built == []
