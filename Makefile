@@ -69,6 +69,7 @@ bench-operator: setup
 
 bench-workload: setup
 	$(BIN)/python workload/bench/bench_workload.py
+	$(BIN)/python workload/bench/bench_gauges.py
 
 # The end-to-end canary scenarios alone (promote v2, roll back v3, every deposit credited once).
 e2e: setup

@@ -62,14 +62,16 @@ def pod_env(inputs: dict[str, Any], component: Component, track: Track) -> list[
     # Names as the workload reads them (cricalgo_workload.settings). Each pod binds its
     # own IP: on the local stack every pod is a process with its own loopback address.
     ours.append({"name": "CRICALGO_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    queues = list(worker.get("queues") or ["deposits"])
+    # The webhook (and the worker's relay) send to the first queue; workers consume all.
+    ours.append({"name": "CRICALGO_QUEUE", "value": queues[0]})
     if component == "app":
         # The webhook serves /metrics on its own port.
         ours.append({"name": "CRICALGO_PORT", "value": str(app_port(inputs))})
     else:
         ours += [
             {"name": "CRICALGO_METRICS_PORT", "value": str(worker_metrics_port(inputs))},
-            # The workload consumes one queue; the first listed is it.
-            {"name": "CRICALGO_QUEUE", "value": (worker.get("queues") or ["deposits"])[0]},
+            {"name": "CRICALGO_QUEUES", "value": " ".join(queues)},
             {"name": "CRICALGO_WORKER_THREADS", "value": str(worker.get("concurrency", 4))},
         ]
     taken = {e["name"] for e in ours}

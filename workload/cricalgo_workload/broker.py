@@ -6,7 +6,6 @@ each own theirs. Messages carry only the inbox row's `tx_id`: the row is the tru
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
 import dramatiq
@@ -15,6 +14,8 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, ShutdownNotifications, TimeLimit
 
+from .dramatiq_redis import ENQUEUE_MANY, CreditQueue, EncodeCredit, enqueue_args, enqueue_keys
+from .dramatiq_redis import queue_key as dramatiq_queue_key
 from .settings import Settings
 
 CREDIT_ACTOR = "credit_deposit"
@@ -61,10 +62,13 @@ def close_broker(broker: RedisBroker) -> None:
 
 
 def credit_message(
-    settings: Settings, tx_id: str, options: dict[str, object] | None = None
+    settings: Settings,
+    tx_id: str,
+    options: dict[str, object] | None = None,
+    queue: str | None = None,
 ) -> dramatiq.Message[object]:
     return dramatiq.Message(
-        queue_name=settings.queue_name,
+        queue_name=queue or settings.queue_name,
         actor_name=CREDIT_ACTOR,
         args=(tx_id,),
         kwargs={},
@@ -72,23 +76,25 @@ def credit_message(
     )
 
 
-def enqueue_credit(broker: dramatiq.Broker, settings: Settings, tx_id: str) -> None:
+def encode_credit(settings: Settings) -> EncodeCredit:
+    """The encoder `dramatiq_redis` sends credit messages with."""
+
+    def encode(tx_id: str, redis_id: str, queue: str) -> bytes:
+        return credit_message(settings, tx_id, {"redis_message_id": redis_id}, queue).encode()
+
+    return encode
+
+
+def credit_queue(broker: RedisBroker, settings: Settings) -> CreditQueue:
+    """Sends credit messages through `broker`'s Redis client (the worker's relay)."""
+    return CreditQueue(
+        broker.client, settings.redis_namespace, settings.queue_name, encode_credit(settings)
+    )
+
+
+def enqueue_credit(broker: RedisBroker, settings: Settings, tx_id: str) -> None:
     """Send the credit message for `tx_id` (raises if Redis is unreachable)."""
-    broker.enqueue(credit_message(settings, tx_id))
-
-
-# For an immediate enqueue, Dramatiq's dispatch script makes two writes: the encoded
-# message into the hash `{namespace}:{queue}.msgs` under a fresh id, and that id onto the
-# list `{namespace}:{queue}`. This script makes them for a whole batch; no consumer runs
-# between them (Redis runs a script alone), so none sees an id without its message.
-# KEYS: queue list, message hash; ARGV: id1, message1, id2, message2, ...
-_ENQUEUE_MANY = """
-for i = 1, #ARGV, 2 do
-    redis.call("hset", KEYS[2], ARGV[i], ARGV[i + 1])
-    redis.call("rpush", KEYS[1], ARGV[i])
-end
-return #ARGV / 2
-"""
+    credit_queue(broker, settings).send([tx_id])
 
 
 class AsyncCreditSender:
@@ -103,22 +109,18 @@ class AsyncCreditSender:
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         # redis-py sends EVALSHA and loads the script again if Redis lost it (a restart).
-        self.script = client.register_script(_ENQUEUE_MANY)
+        self.script = client.register_script(ENQUEUE_MANY)
         self.settings = settings
-        self.keys = [queue_key(settings), f"{queue_key(settings)}.msgs"]
+        self.encode = encode_credit(settings)
+        self.keys = enqueue_keys(settings.redis_namespace, settings.queue_name)
 
     async def send(self, tx_ids: Sequence[str]) -> None:
         """Send the credit messages of `tx_ids`; raises if Redis is unreachable or refuses
         (part of the batch may then be queued: a message sent twice credits once)."""
-        args: list[str | bytes] = []
-        for tx_id in tx_ids:
-            # Each message in Redis needs its own id (RedisBroker.enqueue does the same).
-            redis_id = str(uuid.uuid4())
-            message = credit_message(self.settings, tx_id, {"redis_message_id": redis_id})
-            args += (redis_id, message.encode())
+        args = enqueue_args(tx_ids, self.settings.queue_name, self.encode)
         await self.script(keys=self.keys, args=args)
 
 
-def queue_key(settings: Settings) -> str:
-    """The Redis list holding the queue's waiting message ids."""
-    return f"{settings.redis_namespace}:{settings.queue_name}"
+def queue_key(settings: Settings, queue: str | None = None) -> str:
+    """The Redis list holding a queue's waiting message ids (by default the first)."""
+    return dramatiq_queue_key(settings.redis_namespace, queue or settings.queue_name)

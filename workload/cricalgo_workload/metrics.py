@@ -51,6 +51,7 @@ class WebhookMetrics:
     deposits: Counter
     inbox_pending: Gauge
     inbox_oldest_age: Gauge
+    inbox_unmatched: Gauge
     queue_depth: Gauge
 
     @classmethod
@@ -79,7 +80,16 @@ class WebhookMetrics:
                 registry=registry,
             ),
             inbox_pending=Gauge(
-                "cricalgo_inbox_pending", "Inbox rows not yet credited", labels, registry=registry
+                "cricalgo_inbox_pending",
+                "Inbox rows not yet credited (counted up to 10,000)",
+                labels,
+                registry=registry,
+            ),
+            inbox_unmatched=Gauge(
+                "cricalgo_inbox_unmatched",
+                "Deposits parked for a user that does not exist (counted up to 10,000)",
+                labels,
+                registry=registry,
             ),
             inbox_oldest_age=Gauge(
                 "cricalgo_inbox_oldest_pending_age_seconds",

@@ -197,6 +197,7 @@ class AppServices:
             stats = await inbox_stats(conn)
         self.metrics.inbox_pending.labels(**labels).set(stats.pending)
         self.metrics.inbox_oldest_age.labels(**labels).set(stats.oldest_pending_age_seconds)
+        self.metrics.inbox_unmatched.labels(**labels).set(stats.unmatched)
         depth = await self.redis.llen(queue_key(self.settings))
         self.metrics.queue_depth.labels(queue=self.settings.queue_name, **labels).set(depth)
 

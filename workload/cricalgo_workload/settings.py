@@ -61,7 +61,10 @@ class Settings:
     db_pool_timeout_seconds: float = 2.0
     db_pool_recycle_seconds: float = 1800.0
     db_connect_timeout_seconds: int = 3
+    # The queue the webhook and the relay send to, and the queues the worker consumes
+    # (`CRICALGO_QUEUES`, space- or comma-separated; empty: `queue_name` alone).
     queue_name: str = "deposits"
+    worker_queues: tuple[str, ...] = ()
     redis_namespace: str = "dramatiq"
     task_time_limit_ms: int = 30_000
     task_max_retries: int = 8
@@ -72,6 +75,11 @@ class Settings:
     # Pending inbox rows older than this are enqueued again (a lost enqueue, a lost Redis).
     relay_after_seconds: float = 15.0
     relay_interval_seconds: float = 5.0
+    # A row whose message was sent less than this long ago and has not finished (queued,
+    # running, waiting for a retry) is not sent again; past it, it is (a lost message).
+    relay_queued_grace_seconds: float = 900.0
+    # Deposits credited per PostgreSQL transaction at most.
+    credit_batch_max: int = 200
     track: str = "stable"
     version: str = "dev"
     host: str = "127.0.0.1"
@@ -85,6 +93,11 @@ class Settings:
     @property
     def pool_max_size(self) -> int:
         return self.db_pool_size + self.db_max_overflow
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue the worker consumes, `queue_name` first."""
+        return tuple(dict.fromkeys((self.queue_name, *self.worker_queues)))
 
     @property
     def statement_timeout_ms(self) -> int:
@@ -101,6 +114,8 @@ class Settings:
             if not secret.startswith("whsec_"):
                 raise SettingsError("CRICALGO_WEBHOOK_SECRET entries must start with whsec_")
         d = cls()
+        queue_name = env.get("CRICALGO_QUEUE", d.queue_name)
+        worker_queues = tuple(env.get("CRICALGO_QUEUES", "").replace(",", " ").split())
         return cls(
             database_url=env.get("DATABASE_URL", d.database_url),
             redis_url=env.get("REDIS_URL", d.redis_url),
@@ -122,7 +137,8 @@ class Settings:
             db_connect_timeout_seconds=_int(
                 env, "DB_CONNECT_TIMEOUT", d.db_connect_timeout_seconds, 1
             ),
-            queue_name=env.get("CRICALGO_QUEUE", d.queue_name),
+            queue_name=queue_name,
+            worker_queues=worker_queues,
             redis_namespace=env.get("CRICALGO_REDIS_NAMESPACE", d.redis_namespace),
             task_time_limit_ms=_int(env, "CRICALGO_TASK_TIME_LIMIT_MS", d.task_time_limit_ms, 200),
             task_max_retries=_int(env, "CRICALGO_TASK_MAX_RETRIES", d.task_max_retries, 0),
@@ -138,6 +154,14 @@ class Settings:
             relay_interval_seconds=_float(
                 env, "CRICALGO_RELAY_INTERVAL_SECONDS", d.relay_interval_seconds, 0.05, 3600
             ),
+            relay_queued_grace_seconds=_float(
+                env,
+                "CRICALGO_RELAY_QUEUED_GRACE_SECONDS",
+                d.relay_queued_grace_seconds,
+                0.1,
+                7 * 86400,
+            ),
+            credit_batch_max=_int(env, "CRICALGO_CREDIT_BATCH_MAX", d.credit_batch_max, 1),
             track=env.get("CRICALGO_TRACK", d.track),
             version=env.get("CRICALGO_VERSION", d.version),
             host=env.get("CRICALGO_HOST", d.host),

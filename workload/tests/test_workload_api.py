@@ -89,6 +89,7 @@ def test_metrics_follow_the_contract(
     assert sample(text, "cricalgo_deposits_total", outcome="duplicate", **labels) == 1
     assert sample(text, "cricalgo_deposits_total", outcome="rejected", **labels) == 1
     assert sample(text, "cricalgo_inbox_pending", **labels) == 2
+    assert sample(text, "cricalgo_inbox_unmatched", **labels) == 0
     assert (sample(text, "cricalgo_inbox_oldest_pending_age_seconds", **labels) or -1) >= 0
     assert sample(text, "cricalgo_queue_depth", queue=settings.queue_name, **labels) is not None
     assert (

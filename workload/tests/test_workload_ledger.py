@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import psycopg
+from cricalgo_workload.inbox import inbox_stats
 from cricalgo_workload.ledger import CreditOutcome, credit_deposit, credit_deposits, register_user
 
 
@@ -150,3 +151,18 @@ async def test_registration_and_a_redelivered_parked_deposit_never_deadlock(
     assert registration.released_tx_ids == [tx_id]
     assert outcome is CreditOutcome.CREDITED
     assert ledger(database_url) == [(tx_id, "erin", Decimal("3"))]
+
+
+async def test_inbox_gauges_count_parked_rows_and_stop_counting_at_the_cap(
+    database_url: str,
+) -> None:
+    for seconds_ago in (30, 20, 10, 5, 1):
+        add_deposit(database_url, "dora", seconds_ago=seconds_ago)
+    add_deposit(database_url, "nobody", status="unmatched")
+    add_deposit(database_url, "nobody", status="unmatched")
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        full = await inbox_stats(conn)
+        capped = await inbox_stats(conn, cap=3)
+    assert (full.pending, full.unmatched) == (5, 2)
+    assert (capped.pending, capped.unmatched) == (3, 2)
+    assert 30 <= capped.oldest_pending_age_seconds < 60

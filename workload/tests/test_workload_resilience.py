@@ -74,6 +74,8 @@ def stack(
         "CRICALGO_TASK_MAX_RETRIES": "20",
         "CRICALGO_RELAY_AFTER_SECONDS": "3",
         "CRICALGO_RELAY_INTERVAL_SECONDS": "0.5",
+        # A killed worker's messages come back one heartbeat timeout after it died.
+        "CRICALGO_WORKER_HEARTBEAT_TIMEOUT_MS": "5000",
         "CRICALGO_LOG_LEVEL": "WARNING",
         "DB_POOL_TIMEOUT": "1",
         "DB_POOL_SIZE": "2",

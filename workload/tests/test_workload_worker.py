@@ -51,8 +51,18 @@ def test_deposit_is_credited_once_even_when_delivered_again(
     for _ in range(3):
         enqueue_credit(worker.broker, settings, tx_id)
     assert worker.credit(tx_id) == "already_done"
-    wait_for(lambda: b'outcome="success"' in generate_latest(worker.metrics.registry))
     worker.broker.join(settings.queue_name, timeout=10_000)
+    # The redeliveries are counted apart from the credit.
+    metrics = wait_for(
+        lambda: (
+            (text := generate_latest(worker.metrics.registry).decode()).count(
+                'outcome="already_done"'
+            )
+            and text
+        )
+    )
+    credited = [line for line in metrics.splitlines() if 'outcome="credited"' in line]
+    assert [line.rsplit(" ", 1)[1] for line in credited if "_total" in line] == ["1.0"]
 
     assert ledger(settings.database_url) == [(tx_id, "alice", "10.25000000")]
     user = client.get("/api/v1/users/alice", headers=auth).json()

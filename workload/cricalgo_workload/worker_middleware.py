@@ -1,0 +1,171 @@
+"""The worker's Dramatiq middleware, one class per concern: metrics, logs, dead letters.
+
+Dramatiq runs `after_*` hooks in reverse order and these are installed before Retries, so
+in `after_process_message` `message.failed` tells a message that will be retried from one
+that exhausted its retries (Dramatiq then moves it to the dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from .ledger import CreditOutcome
+from .metrics import WorkerMetrics
+
+log = logging.getLogger("cricalgo.workload.worker")
+
+# The `outcome` label of cricalgo_tasks_total for each result of the actor.
+OUTCOMES = {
+    CreditOutcome.CREDITED.value: "credited",
+    CreditOutcome.ALREADY_DONE.value: "already_done",
+    CreditOutcome.PARKED.value: "parked",
+    # A message for a row that does not exist cannot succeed by retrying.
+    CreditOutcome.UNKNOWN_TX.value: "failure",
+}
+
+
+def _tx_id(message: Any) -> str | None:
+    return message.args[0] if message.args else None
+
+
+class _Timer:
+    """Start times of the messages in hand, by message id (threads share a middleware)."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def start(self, message: Any) -> None:
+        with self._lock:
+            self._started[message.message_id] = time.perf_counter()
+
+    def stop(self, message: Any) -> float:
+        with self._lock:
+            started = self._started.pop(message.message_id, None)
+        return time.perf_counter() - started if started is not None else 0.0
+
+
+class TaskMetrics(Middleware):
+    """`cricalgo_tasks_total{outcome}`, `cricalgo_task_duration_seconds` and
+    `cricalgo_dead_letters_total`: one outcome per execution (alerts divide the failing
+    ones by the total)."""
+
+    def __init__(self, metrics: WorkerMetrics, track: str, version: str) -> None:
+        self.metrics = metrics
+        self.labels = {"track": track, "version": version}
+        self.timer = _Timer()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.timer.start(message)
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        actor = message.actor_name
+        duration = self.timer.stop(message)
+        self.metrics.task_duration.labels(actor=actor, **self.labels).observe(duration)
+        if exception is None:
+            outcome = OUTCOMES.get(result, "credited")
+        elif message.failed:
+            outcome = "dead_letter"
+            self.metrics.dead_letters.labels(actor=actor, **self.labels).inc()
+        else:
+            outcome = "retry"
+        self.metrics.tasks.labels(actor=actor, outcome=outcome, **self.labels).inc()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.timer.stop(message)
+
+
+class TaskLogs(Middleware):
+    """`deposit_task_started`, `deposit_task_completed`, `deposit_task_failed` and
+    `deposit_dead_lettered`, with the attempt, time in the queue and duration."""
+
+    def __init__(self) -> None:
+        self.timer = _Timer()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.timer.start(message)
+        log.info(
+            "deposit_task_started",
+            extra={
+                "tx_id": _tx_id(message),
+                "attempt": message.options.get("retries", 0) + 1,
+                "queued_ms": round(time.time() * 1000 - message.message_timestamp, 1),
+            },
+        )
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        duration_ms = round(self.timer.stop(message) * 1000, 2)
+        tx_id = _tx_id(message)
+        if exception is None:
+            log.info(
+                "deposit_task_completed",
+                extra={"tx_id": tx_id, "outcome": result, "duration_ms": duration_ms},
+            )
+        elif message.failed:
+            log.error(
+                "deposit_dead_lettered",
+                extra={
+                    "tx_id": tx_id,
+                    "retries": message.options.get("retries"),
+                    "error": repr(exception),
+                },
+            )
+        else:
+            log.warning(
+                "deposit_task_failed",
+                extra={
+                    "tx_id": tx_id,
+                    "attempt": message.options.get("retries"),
+                    "error": repr(exception),
+                    "duration_ms": duration_ms,
+                },
+            )
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.timer.stop(message)
+
+
+class DeadLetters(Middleware):
+    """Marks the inbox row of a message that exhausted its retries `dead` (the relay then
+    leaves it alone; `cricalgo-workload redrive` sends it again)."""
+
+    def __init__(self, mark_dead: Callable[[str, str], None]) -> None:
+        self.mark_dead = mark_dead
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        tx_id = _tx_id(message)
+        if exception is None or not message.failed or tx_id is None:
+            return
+        try:
+            self.mark_dead(tx_id, repr(exception))
+        except Exception:
+            # The row stays pending; the relay will offer it again later.
+            log.exception("deposit_mark_dead_failed", extra={"tx_id": tx_id})
