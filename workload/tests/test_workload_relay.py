@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from cricalgo_localstack.workload_processes import wait_for
 from cricalgo_workload.broker import close_broker
 from cricalgo_workload.settings import Settings
-from cricalgo_workload.testing import wait_for
 from cricalgo_workload.worker import DepositWorker
 
 from .test_workload_ledger import add_deposit, add_user, balances, ledger, statuses
