@@ -66,8 +66,13 @@ def pod_env(inputs: dict[str, Any], component: Component, track: Track) -> list[
     # The webhook (and the worker's relay) send to the first queue; workers consume all.
     ours.append({"name": "CRICALGO_QUEUE", "value": queues[0]})
     if component == "app":
-        # The webhook serves /metrics on its own port.
         ours.append({"name": "CRICALGO_PORT", "value": str(app_port(inputs))})
+        if app_metrics_port(inputs) != app_port(inputs):
+            # /metrics moves there (the scrape annotation points at it); otherwise the
+            # webhook serves it on its own port.
+            ours.append(
+                {"name": "CRICALGO_WEBHOOK_METRICS_PORT", "value": str(app_metrics_port(inputs))}
+            )
     else:
         ours += [
             {"name": "CRICALGO_METRICS_PORT", "value": str(worker_metrics_port(inputs))},

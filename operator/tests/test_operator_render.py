@@ -276,3 +276,24 @@ def test_pre_stop_sleep_is_part_of_the_revision() -> None:
     changed = make_cad("none", app={"preStopSleepSeconds": 10})
     assert "preStopSleepSeconds" not in base.stable_inputs["app"]
     assert changed.spec_revision != base.spec_revision
+
+
+@pytest.mark.parametrize(("metrics_port", "scraped"), [(None, 8000), (8000, 8000), (9100, 9100)])
+def test_app_metrics_are_served_where_the_scrape_annotation_points(
+    metrics_port: int | None, scraped: int
+) -> None:
+    """`app.metricsPort` unset or equal to `port`: /metrics on the app port, no extra
+    variable. Another port: the webhook is told to serve /metrics there, the container
+    declares it, and Prometheus is pointed at it."""
+    app = {"port": 8000} if metrics_port is None else {"port": 8000, "metricsPort": metrics_port}
+    pod = by_key(render(make_cad("istio", app=app)))["Deployment/pay-app"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(scraped)
+    if scraped == 8000:
+        assert "CRICALGO_WEBHOOK_METRICS_PORT" not in env
+        assert ports == {"http": 8000}
+    else:
+        assert env["CRICALGO_WEBHOOK_METRICS_PORT"] == str(scraped)
+        assert ports == {"http": 8000, "metrics": scraped}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import uuid
 
 import psycopg
@@ -12,7 +11,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .deposit_event import USER_ID
+from .deposit_event import USER_ID, InvalidJson, loads_strict
 from .ledger import get_transaction, get_user, register_user
 from .services import AppServices
 
@@ -43,9 +42,9 @@ async def create_user(request: Request) -> JSONResponse:
         return denied
     services: AppServices = request.app.state.services
     try:
-        data = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return _error(422, "invalid_body", "body is not valid UTF-8 JSON")
+        data = loads_strict(await request.body())
+    except InvalidJson as exc:
+        return _error(422, "invalid_body", f"body is not strict JSON: {exc}")
     user_id = data.get("user_id") if isinstance(data, dict) else None
     if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
         return JSONResponse(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ from starlette.routing import Route
 from .api import create_user, read_transaction, read_user
 from .faults import FaultInjectionMiddleware
 from .http_metrics import RequestMetricsMiddleware
+from .request_limits import HeaderLimitsMiddleware
 from .services import AppServices
 from .settings import Settings
 from .webhook import DepositWebhook
@@ -29,18 +29,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
+    """The pod itself: started, pool open, schema seen at the version this code needs.
+    Never PostgreSQL's or Redis's outage (see `readiness`)."""
     services: AppServices = request.app.state.services
-    checks = {"postgres": "ok", "redis": "ok"}
-    try:
-        async with services.pool.connection(timeout=1) as conn:
-            await conn.execute("SELECT 1")
-    except Exception as exc:
-        checks["postgres"] = type(exc).__name__
-    try:
-        await asyncio.wait_for(services.redis.ping(), timeout=1)
-    except Exception as exc:
-        checks["redis"] = type(exc).__name__
-    ready = all(value == "ok" for value in checks.values())
+    ready, checks = services.readiness.report(pool_open=not services.pool.closed)
     return JSONResponse({"ok": ready, "checks": checks}, 200 if ready else 503)
 
 
@@ -77,6 +69,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         async with services.running():
             yield
 
+    # /metrics is served on the metrics port instead when that is another one.
+    metrics_routes = [] if services.serves_metrics_apart else [Route("/metrics", metrics)]
     app = Starlette(
         routes=[
             Route(
@@ -90,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/v1/transactions/{tx_id}", read_transaction, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            *metrics_routes,
         ],
         middleware=[
             Middleware(
@@ -99,7 +93,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 duration=services.metrics.request_duration,
                 track=settings.track,
                 version=settings.version,
-            )
+            ),
+            Middleware(
+                HeaderLimitsMiddleware,
+                max_count=settings.max_header_count,
+                max_bytes=settings.max_header_bytes,
+            ),
         ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,

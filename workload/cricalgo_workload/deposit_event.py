@@ -13,6 +13,53 @@ _AMOUNT = re.compile(r"(?:0|[1-9][0-9]{0,11})(?:\.[0-9]{1,8})?")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 _REFERENCE_MAX = 128
+# No field of a deposit is a JSON number; a longer one is refused before Python converts it
+# (CPython refuses integers over 4,300 digits with a ValueError, a 500 until it was caught).
+_NUMBER_MAX_CHARS = 100
+
+
+class InvalidJson(ValueError):
+    """The body is not strict JSON; the message is safe to return."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # With duplicates the last one would win, so the amount checked could differ from the
+    # amount another reader of the same body sees (a parser differential): refuse them.
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidJson(f"duplicate key {key!r}")
+            seen.add(key)
+    return data
+
+
+def _number(text: str) -> Any:
+    if len(text) > _NUMBER_MAX_CHARS:
+        raise InvalidJson(f"a number longer than {_NUMBER_MAX_CHARS} characters")
+    return Decimal(text)
+
+
+def _constant(name: str) -> Any:
+    raise InvalidJson(f"{name} is not JSON")
+
+
+def loads_strict(body: bytes) -> Any:
+    """`json.loads` for untrusted bodies: UTF-8 only, no duplicate keys, no NaN/Infinity,
+    numbers of bounded length (as Decimal, never a float). Raises `InvalidJson`."""
+    try:
+        return json.loads(
+            body,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_int=_number,
+            parse_float=_number,
+            parse_constant=_constant,
+        )
+    except InvalidJson:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        raise InvalidJson("not valid UTF-8 JSON") from None
 
 
 class InvalidDeposit(ValueError):
@@ -48,9 +95,9 @@ def parse_deposit(body: bytes) -> DepositEvent:
     The amount is a string on purpose: a JSON number would pass through a binary float.
     """
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise InvalidDeposit("body", "is not valid UTF-8 JSON") from None
+        data = loads_strict(body)
+    except InvalidJson as exc:
+        raise InvalidDeposit("body", f"is not strict JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidDeposit("body", "must be a JSON object")
 

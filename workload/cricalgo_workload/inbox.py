@@ -7,24 +7,44 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 from psycopg import AsyncConnection, Connection
 
 from .deposit_event import DepositEvent
 
 
+class Outcome:
+    """What accepting a delivery did (the `outcome` label of `cricalgo_deposits_total`)."""
+
+    ACCEPTED = "accepted"  # a new deposit
+    DUPLICATE = "duplicate"  # the same webhook id and body again
+    DUPLICATE_REFERENCE = "duplicate_reference"  # the same deposit under a new webhook id
+    ID_CONFLICT = "id_conflict"  # the same webhook id with another body
+    REFERENCE_CONFLICT = "reference_conflict"  # another deposit reusing a provider reference
+
+
 @dataclass(frozen=True)
 class RecordedDeposit:
+    """`tx_id` is the deposit's (for a duplicate or a conflict: the first delivery's)."""
+
     tx_id: str
-    duplicate: bool
+    outcome: str = Outcome.ACCEPTED
+
+    @property
+    def duplicate(self) -> bool:
+        return self.outcome != Outcome.ACCEPTED
 
 
 # The group travels as one JSON parameter: encoding it is one C call (json.dumps), where
 # eight array parameters cost psycopg a Python loop per element. The raw body goes as
-# base64 (it need not be UTF-8); amounts go as decimal strings (exact).
+# base64 (it need not be UTF-8); amounts go as decimal strings (exact). No conflict target:
+# a row that repeats a webhook id (UNIQUE (provider, event_id)) or a provider reference
+# (the unique index deposit_inbox_reference) is not inserted, and is looked up below.
 _INSERT_MANY = """
 INSERT INTO deposit_inbox
     (tx_id, provider, event_id, user_id, amount, currency, provider_reference, payload)
@@ -33,8 +53,17 @@ SELECT d.tx_id, d.provider, d.event_id, d.user_id, d.amount, d.currency,
 FROM json_to_recordset(%s::json) AS d(
     tx_id uuid, provider text, event_id text, user_id text, amount numeric, currency text,
     provider_reference text, payload text)
-ON CONFLICT (provider, event_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING tx_id
+"""
+
+_FIND_EARLIER = """
+SELECT provider, event_id, provider_reference, tx_id, body_sha256,
+       user_id, amount, currency, reference_duplicate_of IS NULL
+FROM deposit_inbox
+WHERE (provider, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+   OR ((provider, provider_reference) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+       AND reference_duplicate_of IS NULL)
 """
 
 
@@ -46,12 +75,22 @@ class InboxItem:
     payload: bytes
 
 
+def _same_deposit(item: InboxItem, user_id: str, amount: Decimal, currency: str) -> bool:
+    event = item.event
+    return (event.user_id, event.amount, event.currency) == (user_id, amount, currency.strip())
+
+
 async def record_deposits(conn: AsyncConnection, items: list[InboxItem]) -> list[RecordedDeposit]:
     """Insert deliveries in one statement (one commit for the group: autocommit), or find
-    the rows earlier deliveries of the same events inserted.
+    the rows earlier deliveries inserted and say how this one relates to them:
 
-    Two deliveries of one event in the same group: the first row inserts, the second
-    conflicts with it and gets its tx_id, as a later duplicate would.
+    - the same webhook id: a `duplicate` if the body is byte for byte the first one's, an
+      `id_conflict` otherwise (a sender must never reuse an id for another message);
+    - a new webhook id with a provider reference already accepted: a
+      `duplicate_reference` if user, amount and currency match (the provider sent the
+      deposit again under a new id), a `reference_conflict` otherwise.
+
+    Two deliveries in the same group behave as if the second came later.
     """
     tx_ids = [str(uuid.uuid4()) for _ in items]
     rows = [
@@ -69,21 +108,48 @@ async def record_deposits(conn: AsyncConnection, items: list[InboxItem]) -> list
     ]
     cur = await conn.execute(_INSERT_MANY, (json.dumps(rows, separators=(",", ":")),))
     inserted = {str(row[0]) for row in await cur.fetchall()}
-    existing: dict[tuple[str, str], str] = {}
+    by_event: dict[tuple[str, str], tuple[str, bytes]] = {}
+    by_reference: dict[tuple[str, str], tuple[str, str, Decimal, str]] = {}
     missing = [i for i, tx in zip(items, tx_ids, strict=True) if tx not in inserted]
     if missing:
         cur = await conn.execute(
-            "SELECT provider, event_id, tx_id FROM deposit_inbox"
-            " WHERE (provider, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-            ([i.provider for i in missing], [i.event_id for i in missing]),
+            _FIND_EARLIER,
+            (
+                [i.provider for i in missing],
+                [i.event_id for i in missing],
+                [i.provider for i in missing],
+                [i.event.provider_reference for i in missing],
+            ),
         )
-        existing = {(p, e): str(tx) for p, e, tx in await cur.fetchall()}
+        for (
+            provider,
+            event_id,
+            reference,
+            tx,
+            digest,
+            user,
+            amount,
+            currency,
+            first,
+        ) in await cur.fetchall():
+            by_event[(provider, event_id)] = (str(tx), bytes(digest))
+            if first:
+                by_reference[(provider, reference)] = (str(tx), user, amount, currency)
     results = []
     for item, tx_id in zip(items, tx_ids, strict=True):
         if tx_id in inserted:
-            results.append(RecordedDeposit(tx_id, duplicate=False))
+            results.append(RecordedDeposit(tx_id))
+        elif (earlier := by_event.get((item.provider, item.event_id))) is not None:
+            same = hashlib.sha256(item.payload).digest() == earlier[1]
+            outcome = Outcome.DUPLICATE if same else Outcome.ID_CONFLICT
+            results.append(RecordedDeposit(earlier[0], outcome))
         else:
-            results.append(RecordedDeposit(existing[(item.provider, item.event_id)], True))
+            first_tx, user, amount, currency = by_reference[
+                (item.provider, item.event.provider_reference)
+            ]
+            same = _same_deposit(item, user, amount, currency)
+            outcome = Outcome.DUPLICATE_REFERENCE if same else Outcome.REFERENCE_CONFLICT
+            results.append(RecordedDeposit(first_tx, outcome))
     return results
 
 
@@ -115,6 +181,18 @@ async def inbox_stats(conn: AsyncConnection, cap: int = STATS_COUNT_CAP) -> Inbo
     row = await cur.fetchone()
     assert row is not None
     return InboxStats(int(row[0]), float(row[1]), int(row[2]))
+
+
+async def server_connections(conn: AsyncConnection) -> tuple[int, int]:
+    """(client connections open on the PostgreSQL server, its `max_connections`): every
+    client's, not only this pod's, since they all share the limit."""
+    cur = await conn.execute(
+        "SELECT count(*), current_setting('max_connections')::int"
+        " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def pending_for_relay(conn: Connection, older_than_seconds: float, limit: int = 500) -> list[str]:

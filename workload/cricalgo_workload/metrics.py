@@ -53,6 +53,7 @@ class WebhookMetrics:
     inbox_oldest_age: Gauge
     inbox_unmatched: Gauge
     queue_depth: Gauge
+    server_connections: Gauge
 
     @classmethod
     def create(cls, track: str, version: str) -> WebhookMetrics:
@@ -101,6 +102,12 @@ class WebhookMetrics:
                 "cricalgo_queue_depth",
                 "Messages waiting in the Dramatiq queue",
                 ["queue", *labels],
+                registry=registry,
+            ),
+            server_connections=Gauge(
+                "cricalgo_db_server_connections",
+                "PostgreSQL client connections in use (all clients) and max_connections",
+                ["state", *labels],
                 registry=registry,
             ),
         )

@@ -16,8 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from .broker import AsyncCreditSender, queue_key
 from .database import create_async_pool
-from .inbox import InboxItem, RecordedDeposit, inbox_stats, record_deposits
+from .inbox import InboxItem, RecordedDeposit, inbox_stats, record_deposits, server_connections
 from .metrics import PoolCollector, WebhookMetrics
+from .metrics_server import MetricsServer
+from .readiness import PodReadiness, expected_schema_version, read_schema_version
 from .settings import Settings
 from .signatures import decode_secret
 
@@ -103,22 +105,32 @@ class DepositEnqueuer:
 INBOX_WRITERS = 4
 
 
+class InboxFull(Exception):
+    """More deliveries are waiting for the inbox writers than `CRICALGO_INBOX_QUEUE_LIMIT`."""
+
+
 class InboxWriter:
     """Group commit for the webhook: deliveries that arrive while a write is in flight are
     inserted together, in one statement and one commit, by the next free writer. Each
-    request still gets its answer only after its row is committed."""
+    request still gets its answer only after its row is committed. At most `limit`
+    deliveries wait; beyond that `record` raises `InboxFull` at once."""
 
-    def __init__(self, pool: AsyncConnectionPool, writers: int, max_batch: int = 200) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, writers: int, limit: int, max_batch: int = 200
+    ) -> None:
         self.pool = pool
         self.writers = writers
         self.max_batch = max_batch
         self.queue: asyncio.Queue[tuple[InboxItem, asyncio.Future[RecordedDeposit]]] = (
-            asyncio.Queue()
+            asyncio.Queue(maxsize=limit)
         )
 
     async def record(self, item: InboxItem) -> RecordedDeposit:
         future: asyncio.Future[RecordedDeposit] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait((item, future))
+        try:
+            self.queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise InboxFull from None
         return await future
 
     async def run(self) -> None:
@@ -148,6 +160,8 @@ class AppServices:
     webhook_keys: tuple[bytes, ...]
     enqueuer: DepositEnqueuer
     inbox: InboxWriter
+    readiness: PodReadiness
+    metrics_server: MetricsServer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _deposit_counters: dict[str, Counter] = field(default_factory=dict)
 
@@ -172,10 +186,22 @@ class AppServices:
             enqueuer=DepositEnqueuer(
                 AsyncCreditSender(redis, settings), linger_seconds=ENQUEUE_LINGER_SECONDS
             ),
-            inbox=InboxWriter(pool, writers=min(INBOX_WRITERS, settings.pool_max_size)),
+            inbox=InboxWriter(
+                pool,
+                writers=min(INBOX_WRITERS, settings.pool_max_size),
+                limit=settings.inbox_queue_limit,
+            ),
             redis=redis,
             webhook_keys=tuple(decode_secret(s) for s in settings.webhook_secrets),
+            readiness=PodReadiness(expected_schema_version()),
         )
+
+    @property
+    def serves_metrics_apart(self) -> bool:
+        """Whether /metrics is on its own port (`CRICALGO_WEBHOOK_METRICS_PORT`) rather than
+        on the app's."""
+        port = self.settings.webhook_metrics_port
+        return port is not None and port != self.settings.port
 
     def count_deposit(self, outcome: str) -> None:
         """`cricalgo_deposits_total{outcome}` + 1 (the labelled child is looked up once)."""
@@ -195,9 +221,12 @@ class AppServices:
         labels = {"track": self.settings.track, "version": self.settings.version}
         async with self.pool.connection(timeout=1) as conn:
             stats = await inbox_stats(conn)
+            used, limit = await server_connections(conn)
         self.metrics.inbox_pending.labels(**labels).set(stats.pending)
         self.metrics.inbox_oldest_age.labels(**labels).set(stats.oldest_pending_age_seconds)
         self.metrics.inbox_unmatched.labels(**labels).set(stats.unmatched)
+        self.metrics.server_connections.labels(state="used", **labels).set(used)
+        self.metrics.server_connections.labels(state="max", **labels).set(limit)
         depth = await self.redis.llen(queue_key(self.settings))
         self.metrics.queue_depth.labels(queue=self.settings.queue_name, **labels).set(depth)
 
@@ -209,18 +238,47 @@ class AppServices:
                 log.debug("gauge_refresh_failed", extra={"error": repr(exc)})
             await asyncio.sleep(self.settings.stats_interval_seconds)
 
+    async def _schema_loop(self) -> None:
+        """Read the schema version until it is the one this code needs (then never again)."""
+        readiness = self.readiness
+        while not readiness.schema_current:
+            try:
+                async with self.pool.connection(timeout=1) as conn:
+                    readiness.schema_version = await read_schema_version(conn)
+            except Exception as exc:
+                log.debug("schema_check_failed", extra={"error": repr(exc)})
+            if not readiness.schema_current:
+                if readiness.schema_version is not None:
+                    log.warning(
+                        "schema_behind",
+                        extra={
+                            "schema_version": readiness.schema_version,
+                            "expected": readiness.expected_schema,
+                        },
+                    )
+                await asyncio.sleep(self.settings.stats_interval_seconds)
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[AppServices]:
         """Open the pool without waiting for PostgreSQL (readiness reports it), run the
-        gauge loop, and close everything on the way out."""
+        gauge and schema loops (and the metrics port's server), and close everything on
+        the way out."""
         await self.pool.open(wait=False)
+        if self.serves_metrics_apart:
+            assert self.settings.webhook_metrics_port is not None
+            self.metrics_server = MetricsServer(
+                self.metrics.registry, self.settings.host, self.settings.webhook_metrics_port
+            ).start()
+        self._tasks.append(asyncio.create_task(self._schema_loop()))
         self._tasks.append(asyncio.create_task(self._gauge_loop()))
         self._tasks.append(asyncio.create_task(self.enqueuer.run()))
         for _ in range(self.inbox.writers):
             self._tasks.append(asyncio.create_task(self.inbox.run()))
+        self.readiness.started = True
         try:
             yield self
         finally:
+            self.readiness.started = False
             # In-flight requests are done (uvicorn waits for them): send what they queued.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
@@ -231,5 +289,8 @@ class AppServices:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._tasks.clear()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+                self.metrics_server = None
             await self.pool.close()
             await self.redis.aclose()

@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .signatures import SECRET_PREFIX, decode_secret
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the workload cannot use."""
@@ -54,10 +56,19 @@ class Settings:
     webhook_provider: str = "default"
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 256 * 1024
+    # A client that has not sent its whole body by then gets 408 (a slow sender ties up a
+    # request slot and, behind it, nothing else).
+    body_read_timeout_seconds: float = 10.0
+    # Request headers beyond these get 431 (every route).
+    max_header_count: int = 64
+    max_header_bytes: int = 16 * 1024
+    # Deliveries waiting for the inbox writers; beyond this the webhook answers 503 at once.
+    inbox_queue_limit: int = 1000
     api_token: str | None = field(default=None, repr=False)
-    # psycopg_pool: min_size = pool_size, max_size = pool_size + max_overflow.
-    db_pool_size: int = 5
-    db_max_overflow: int = 10
+    # psycopg_pool: min_size = pool_size, max_size = pool_size + max_overflow. Small: every
+    # pod of both tracks holds its own pool (docs/workload.md, "Connection budget").
+    db_pool_size: int = 1
+    db_max_overflow: int = 1
     db_pool_timeout_seconds: float = 2.0
     db_pool_recycle_seconds: float = 1800.0
     db_connect_timeout_seconds: int = 3
@@ -85,6 +96,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     metrics_port: int = 9191
+    # The webhook serves /metrics on its own port unless this names another one.
+    webhook_metrics_port: int | None = None
     stats_interval_seconds: float = 5.0
     fault_error_rate: float = 0.0
     fault_latency_ms: int = 0
@@ -110,9 +123,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         secrets = tuple(env.get("CRICALGO_WEBHOOK_SECRET", "").split())
-        for secret in secrets:
-            if not secret.startswith("whsec_"):
+        for number, secret in enumerate(secrets, start=1):
+            if not secret.startswith(SECRET_PREFIX):
                 raise SettingsError("CRICALGO_WEBHOOK_SECRET entries must start with whsec_")
+            try:
+                decode_secret(secret)
+            except ValueError as exc:
+                raise SettingsError(f"CRICALGO_WEBHOOK_SECRET entry {number}: {exc}") from None
         d = cls()
         queue_name = env.get("CRICALGO_QUEUE", d.queue_name)
         worker_queues = tuple(env.get("CRICALGO_QUEUES", "").replace(",", " ").split())
@@ -125,6 +142,12 @@ class Settings:
                 env, "CRICALGO_WEBHOOK_TOLERANCE_SECONDS", d.webhook_tolerance_seconds, 1
             ),
             max_body_bytes=_int(env, "CRICALGO_MAX_BODY_BYTES", d.max_body_bytes, 1),
+            body_read_timeout_seconds=_float(
+                env, "CRICALGO_BODY_READ_TIMEOUT_SECONDS", d.body_read_timeout_seconds, 0.05, 600
+            ),
+            max_header_count=_int(env, "CRICALGO_MAX_HEADER_COUNT", d.max_header_count, 8),
+            max_header_bytes=_int(env, "CRICALGO_MAX_HEADER_BYTES", d.max_header_bytes, 1024),
+            inbox_queue_limit=_int(env, "CRICALGO_INBOX_QUEUE_LIMIT", d.inbox_queue_limit, 1),
             api_token=env.get("CRICALGO_API_TOKEN") or None,
             db_pool_size=_int(env, "DB_POOL_SIZE", d.db_pool_size, 1),
             db_max_overflow=_int(env, "DB_MAX_OVERFLOW", d.db_max_overflow, 0),
@@ -167,6 +190,11 @@ class Settings:
             host=env.get("CRICALGO_HOST", d.host),
             port=_int(env, "CRICALGO_PORT", d.port, 0),
             metrics_port=_int(env, "CRICALGO_METRICS_PORT", d.metrics_port, 0),
+            webhook_metrics_port=(
+                _int(env, "CRICALGO_WEBHOOK_METRICS_PORT", 0, 0)
+                if env.get("CRICALGO_WEBHOOK_METRICS_PORT")
+                else None
+            ),
             stats_interval_seconds=_float(
                 env, "CRICALGO_STATS_INTERVAL_SECONDS", d.stats_interval_seconds, 0.05, 3600
             ),

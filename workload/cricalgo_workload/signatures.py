@@ -2,8 +2,10 @@
 
 The signed content is ``{webhook-id}.{webhook-timestamp}.{raw body}``; the header
 ``webhook-signature`` holds one or more space-separated ``v1,<base64 HMAC-SHA256>``
-entries so a sender can sign with an old and a new secret while rotating. Pure functions:
-the caller passes the clock.
+entries so a sender can sign with an old and a new secret while rotating. Svix, the
+largest sender, names the same three headers ``svix-id``, ``svix-timestamp`` and
+``svix-signature``; both names are read, header by header, as Svix's own verifier does.
+Pure functions: the caller passes the clock.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 SECRET_PREFIX = "whsec_"
+# An HMAC-SHA256 key shorter than this is guessable; Standard Webhooks secrets carry 24-64
+# random bytes (Svix's are 24).
+MIN_SECRET_BYTES = 24
+# (standard name, Svix's name) of each header the signature needs.
+ID_HEADERS = ("webhook-id", "svix-id")
+TIMESTAMP_HEADERS = ("webhook-timestamp", "svix-timestamp")
+SIGNATURE_HEADERS = ("webhook-signature", "svix-signature")
+SIGNATURE_HEADER_NAMES = frozenset((*ID_HEADERS, *TIMESTAMP_HEADERS, *SIGNATURE_HEADERS))
 
 
 class SignatureError(Exception):
@@ -33,12 +43,29 @@ class VerifiedDelivery:
 
 
 def decode_secret(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret."""
+    """The HMAC key of a `whsec_<base64>` secret; ValueError (saying why) for a secret that
+    is not base64 or decodes to fewer than `MIN_SECRET_BYTES` bytes."""
     encoded = secret.removeprefix(SECRET_PREFIX)
     try:
-        return base64.b64decode(encoded, validate=True)
+        key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("webhook secret is not whsec_ followed by base64") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"webhook secret decodes to {len(key)} bytes; at least {MIN_SECRET_BYTES} random"
+            " bytes are required (anyone could guess a shorter key and sign deliveries)"
+        )
+    return key
+
+
+def _first(headers: Mapping[str, str], names: tuple[str, str]) -> str | None:
+    return headers.get(names[0]) or headers.get(names[1])
+
+
+def _valid_id(webhook_id: str) -> bool:
+    # Printable ASCII without spaces, as every sender's ids are: the id is stored (and
+    # PostgreSQL text refuses NUL), so anything else is refused before it reaches a write.
+    return len(webhook_id) <= 255 and all("!" <= c <= "~" for c in webhook_id)
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
@@ -55,15 +82,19 @@ def verify(
     now: float,
     tolerance_seconds: int = 300,
 ) -> VerifiedDelivery:
-    """Check a delivery's headers against every key; raise `SignatureError` unless one
-    `v1` signature matches one key and the timestamp is within the tolerance either way."""
-    webhook_id = headers.get("webhook-id")
-    raw_timestamp = headers.get("webhook-timestamp")
-    signature_header = headers.get("webhook-signature")
+    """Check a delivery's headers (`webhook-*` or `svix-*`) against every key; raise
+    `SignatureError` unless one `v1` signature matches one key and the timestamp is within
+    the tolerance either way."""
+    webhook_id = _first(headers, ID_HEADERS)
+    raw_timestamp = _first(headers, TIMESTAMP_HEADERS)
+    signature_header = _first(headers, SIGNATURE_HEADERS)
     if not webhook_id or not raw_timestamp or not signature_header:
-        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    if len(webhook_id) > 255:
-        raise SignatureError("webhook-id is too long")
+        raise SignatureError(
+            "missing webhook-id, webhook-timestamp or webhook-signature header"
+            " (or their svix- equivalents)"
+        )
+    if not _valid_id(webhook_id):
+        raise SignatureError("webhook-id must be 1-255 printable ASCII characters, no spaces")
     if not raw_timestamp.isascii() or not raw_timestamp.isdigit() or len(raw_timestamp) > 12:
         raise SignatureError("webhook-timestamp is not a unix timestamp")
     timestamp = int(raw_timestamp)

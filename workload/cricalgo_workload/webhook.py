@@ -8,6 +8,7 @@ out with pre-encoded headers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,19 +18,19 @@ from psycopg_pool import PoolTimeout
 from starlette.types import Receive, Scope, Send
 
 from .deposit_event import InvalidDeposit, parse_deposit
-from .inbox import InboxItem
-from .services import AppServices
-from .signatures import SignatureError, verify
+from .inbox import InboxItem, Outcome
+from .services import AppServices, InboxFull
+from .signatures import SIGNATURE_HEADER_NAMES, SignatureError, verify
 
 log = logging.getLogger("cricalgo.workload.webhook")
 
 RETRY_AFTER_SECONDS = 5
 
-_HEADERS_READ = frozenset(
-    (b"content-length", b"webhook-id", b"webhook-timestamp", b"webhook-signature")
-)
+_HEADERS_READ = frozenset((b"content-length", *(name.encode() for name in SIGNATURE_HEADER_NAMES)))
 _CONTENT_TYPE = (b"content-type", b"application/json")
 _RETRY_AFTER = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+# The rest of a body that timed out may still arrive: the connection cannot be reused.
+_CLOSE = (b"connection", b"close")
 
 
 def _error_body(error: str, detail: str, **extra: str) -> bytes:
@@ -43,6 +44,13 @@ def _error_body(error: str, detail: str, **extra: str) -> bytes:
 
 _UNAVAILABLE = _error_body("unavailable", "database unavailable, retry later")
 _NOT_CONFIGURED = _error_body("not_configured", "no webhook secret configured")
+_OVERLOADED = _error_body("overloaded", "too many deliveries waiting to be written, retry later")
+_CONFLICT_DETAIL = {
+    Outcome.ID_CONFLICT: "this webhook id was first delivered with a different body;"
+    " a new message needs a new webhook id",
+    Outcome.REFERENCE_CONFLICT: "this provider_reference was first delivered for a different"
+    " user, amount or currency",
+}
 
 
 def _read_headers(scope: Scope) -> dict[str, str]:
@@ -110,10 +118,16 @@ class DepositWebhook:
         headers = _read_headers(scope)
 
         try:
-            body = await _read_capped(
-                receive, headers.get("content-length"), settings.max_body_bytes
-            )
+            async with asyncio.timeout(settings.body_read_timeout_seconds):
+                body = await _read_capped(
+                    receive, headers.get("content-length"), settings.max_body_bytes
+                )
         except ClientGone:
+            return
+        except TimeoutError:
+            services.count_deposit("rejected")
+            detail = f"body not received within {settings.body_read_timeout_seconds:g} s"
+            await _answer(send, 408, _error_body("body_timeout", detail), (_CLOSE,))
             return
         if body is None:
             services.count_deposit("rejected")
@@ -147,20 +161,43 @@ class DepositWebhook:
             recorded = await services.inbox.record(
                 InboxItem(settings.webhook_provider, delivery.webhook_id, event, body)
             )
+        except InboxFull:
+            # Fast, before the request waits in line: PostgreSQL is slower than the
+            # deliveries arriving, and waiting longer would only time the sender out.
+            services.count_deposit("overloaded")
+            await _answer(send, 503, _OVERLOADED, (_RETRY_AFTER,))
+            return
         except (PoolTimeout, psycopg.Error) as exc:
             # Not durable, so not accepted: the provider must deliver again.
             log.warning("deposit_not_durable", extra={"error": repr(exc)})
             await _answer(send, 503, _UNAVAILABLE, (_RETRY_AFTER,))
             return
 
-        services.count_deposit("duplicate" if recorded.duplicate else "accepted")
+        outcome = recorded.outcome
+        services.count_deposit(outcome)
+        if outcome in _CONFLICT_DETAIL:
+            log.warning(
+                "deposit_conflict",
+                extra={
+                    "outcome": outcome,
+                    "webhook_id": delivery.webhook_id,
+                    "provider_reference": event.provider_reference,
+                    "first_tx_id": recorded.tx_id,
+                },
+            )
+            conflict = _error_body(outcome, _CONFLICT_DETAIL[outcome], tx_id=recorded.tx_id)
+            await _answer(send, 409, conflict)
+            return
         # tx_id is a UUID we generated: nothing in it needs JSON escaping.
         answer = b'{"ok":true,"tx_id":"' + recorded.tx_id.encode() + b'"}'
         if recorded.duplicate:
             durable_ms = round((time.perf_counter() - started) * 1000, 2)
             await _answer(send, 202, answer)
             # The first delivery enqueued it (or the relay will): nothing more to send.
-            log.info("deposit_duplicate", extra={"tx_id": recorded.tx_id, "durable_ms": durable_ms})
+            log.info(
+                "deposit_duplicate",
+                extra={"tx_id": recorded.tx_id, "outcome": outcome, "durable_ms": durable_ms},
+            )
             return
         await _answer(send, 202, answer)
         # Answered first, enqueued after (a lost enqueue is found again by the relay).

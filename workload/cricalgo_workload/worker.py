@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
 
 import dramatiq
-from prometheus_client import start_http_server
 
 from .broker import CREDIT_ACTOR, close_broker, create_broker, credit_queue
 from .credit_batch import CreditBatcher
@@ -21,9 +19,11 @@ from .database import create_pool
 from .dramatiq_redis import requeue_prefetched
 from .ledger import CreditOutcome, mark_dead
 from .metrics import PoolCollector, WorkerMetrics
+from .metrics_server import MetricsServer
 from .relay import Relay, RetryMarks
 from .settings import Settings
 from .worker_middleware import DeadLetters, TaskLogs, TaskMetrics
+from .worker_probes import threads_alive, worker_ready
 
 log = logging.getLogger("cricalgo.workload.worker")
 
@@ -66,7 +66,8 @@ class DepositWorker:
         for queue in settings.queues:
             self.broker.declare_queue(queue)
         self._worker: dramatiq.Worker | None = None
-        self._metrics_server: Any = None
+        self._stopping = False
+        self._metrics_server: MetricsServer | None = None
         self.metrics_port: int | None = None
 
     def credit(self, tx_id: str) -> str:
@@ -88,10 +89,16 @@ class DepositWorker:
     def start(self, serve_metrics: bool = True) -> None:
         self.pool.open(wait=False)
         if serve_metrics:
-            self._metrics_server, _ = start_http_server(
-                self.settings.metrics_port, self.settings.host, registry=self.metrics.registry
-            )
-            self.metrics_port = self._metrics_server.server_port
+            self._metrics_server = MetricsServer(
+                self.metrics.registry,
+                self.settings.host,
+                self.settings.metrics_port,
+                probes={
+                    "/healthz": lambda: threads_alive(self._worker),
+                    "/readyz": lambda: worker_ready(self._worker, self._stopping, self.pool),
+                },
+            ).start()
+            self.metrics_port = self._metrics_server.port
         self._worker = dramatiq.Worker(
             self.broker,
             queues=set(self.settings.queues),
@@ -110,6 +117,7 @@ class DepositWorker:
 
     def stop(self, timeout_ms: int = 30_000) -> None:
         """Finish the messages in hand, give prefetched ones back to Redis, then close."""
+        self._stopping = True
         self.relay.stop()
         if self._worker is not None:
             self._worker.stop(timeout=timeout_ms)
@@ -120,8 +128,7 @@ class DepositWorker:
             except Exception as exc:
                 log.warning("worker_requeue_failed", extra={"error": repr(exc)})
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.stop()
         self.pool.close()
         close_broker(self.broker)
         log.info("worker_stopped")

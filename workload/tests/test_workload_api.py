@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import httpx
+import psycopg
 from cricalgo_localstack.deposits import deposit_body, signed_headers
 from cricalgo_localstack.workload_processes import LiveServer, wait_for
 from cricalgo_workload.app import create_app
@@ -35,20 +36,6 @@ def test_api_is_closed_without_a_configured_token(settings: Settings) -> None:
     assert response.status_code == 403
 
 
-def test_health_and_readiness(client: httpx.Client, redis_server: Any) -> None:
-    assert client.get("/healthz").json() == {"ok": True}
-    assert client.get("/readyz").json() == {"ok": True, "checks": {"postgres": "ok", "redis": "ok"}}
-    redis_server.stop()
-    try:
-        response = client.get("/readyz")
-    finally:
-        redis_server.start()
-    assert response.status_code == 503
-    assert response.json()["checks"]["postgres"] == "ok"
-    assert response.json()["checks"]["redis"] != "ok"
-    assert client.get("/healthz").status_code == 200
-
-
 def sample(text: str, name: str, **labels: str) -> float | None:
     """The value of the series `name` whose labels include `labels`."""
     for line in text.splitlines():
@@ -65,8 +52,9 @@ def test_metrics_follow_the_contract(
     client: httpx.Client, post_deposit: Any, auth: dict[str, str], settings: Settings
 ) -> None:
     assert post_deposit().status_code == 202
-    assert post_deposit(webhook_id="msg_dup").status_code == 202
-    assert post_deposit(webhook_id="msg_dup").status_code == 202
+    repeated = deposit_body()
+    assert post_deposit(repeated, webhook_id="msg_dup").status_code == 202
+    assert post_deposit(repeated, webhook_id="msg_dup").status_code == 202
     assert post_deposit(b"{}").status_code == 422
     client.get("/api/v1/users/alice", headers=auth)
     labels = {"track": "canary", "version": "v-test"}
@@ -96,6 +84,12 @@ def test_metrics_follow_the_contract(
         sample(text, "cricalgo_db_pool_connections", state="max", role="webhook", **labels)
         == settings.pool_max_size
     )
+    # PostgreSQL's own count and limit, for the alert near max_connections.
+    assert (sample(text, "cricalgo_db_server_connections", state="used", **labels) or 0) >= 1
+    with psycopg.connect(settings.database_url) as conn:
+        limit = conn.execute("SHOW max_connections").fetchone()
+    assert limit is not None
+    assert sample(text, "cricalgo_db_server_connections", state="max", **labels) == int(limit[0])
 
 
 def test_worker_serves_its_metrics_on_its_own_port(settings: Settings) -> None:
