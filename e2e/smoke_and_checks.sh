@@ -82,7 +82,7 @@ status=$(request user-unauthorized GET "/api/v1/users/$user")
 
 body="$ARTIFACTS_DIR/deposit-request.json"
 printf '{"user_id": "%s", "amount": "12.50", "currency": "EUR", "provider_reference": "smoke-%s"}' \
-  "$user" "$RANDOM" > "$body"
+  "$user" "$(date +%s)-$RANDOM$RANDOM" > "$body"  # a reference names one deposit
 msg_id="msg_smoke_$(date +%s)_$RANDOM"
 ts=$(date +%s)
 signature=$(sign "$msg_id" "$ts" "$body")

@@ -46,6 +46,7 @@ EXPECTED_ALERTS = {
     "CricAlgoTaskFailureRateHigh",
     "CricAlgoDepositsRejectedHigh",
     "CricAlgoDBPoolSaturated",
+    "CricAlgoDBConnectionsNearLimit",
     "CricAlgoHighCPU",
     "CricAlgoHighMemory",
     "CricAlgoCanaryStuck",

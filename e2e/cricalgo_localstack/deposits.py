@@ -25,7 +25,8 @@ def deposit_body(
         "user_id": user_id,
         "amount": amount,
         "currency": currency,
-        "provider_reference": f"ref-{uuid.uuid4().hex[:8]}",
+        # Unique per deposit: a repeated reference is the same deposit (or a 409).
+        "provider_reference": f"ref-{uuid.uuid4().hex}",
         **extra,
     }
     return json.dumps(payload).encode()

@@ -184,8 +184,8 @@ def credit_rate(
             "INSERT INTO deposit_inbox (tx_id, provider, event_id, user_id, amount, currency,"
             " provider_reference, payload)"
             " SELECT gen_random_uuid(), 'bench-e2e', %s || g, 'user' || (g %% 100), 5, 'EUR',"
-            " 'r', '\\x'::bytea FROM generate_series(1, %s) g",
-            (f"w{workers}-", count),
+            " 'r' || %s || g, '\\x'::bytea FROM generate_series(1, %s) g",
+            (f"w{workers}-", f"w{workers}-", count),
         )
         tx_ids = [
             str(r[0])

@@ -23,9 +23,10 @@ def add_deposit(
         conn.execute(
             "INSERT INTO deposit_inbox (tx_id, provider, event_id, user_id, amount, currency,"
             " provider_reference, payload, status, received_at)"
-            " VALUES (%s, 'test', %s, %s, %s, 'EUR', 'ref', '\\x'::bytea, %s,"
+            " VALUES (%s, 'test', %s, %s, %s, 'EUR', %s, '\\x'::bytea, %s,"
             " now() - make_interval(secs => %s))",
-            (tx_id, tx_id, user_id, amount, status, seconds_ago),
+            # A provider reference names one deposit (unique per provider).
+            (tx_id, tx_id, user_id, amount, f"ref-{tx_id}", status, seconds_ago),
         )
     return tx_id
 

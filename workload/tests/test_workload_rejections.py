@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import time
 from dataclasses import replace
@@ -145,4 +147,117 @@ def test_fuzzed_bodies_never_give_a_5xx(
 ) -> None:
     response = client.post(PATH, content=content, headers=signed_headers(webhook_secret, content))
     assert response.status_code in (202, 422), response.text
+    assert response.json()["ok"] is (response.status_code == 202)
+
+
+def test_huge_integers_and_duplicate_keys_are_422(
+    client: httpx.Client, webhook_secret: str, settings: Settings
+) -> None:
+    good = {"user_id": "a", "amount": "1.00", "currency": "EUR", "provider_reference": "r"}
+    cases = {
+        # CPython refuses to convert an integer of more than 4,300 digits (a ValueError).
+        b'{"user_id": "a", "amount": "1.00", "currency": "EUR", "provider_reference": "r",'
+        b' "n": ' + b"9" * 5000 + b"}": "a number longer than 100",
+        b'{"user_id": "a", "amount": "1.00", "amount": "900.00", "currency": "EUR",'
+        b' "provider_reference": "r"}': "duplicate key 'amount'",
+        json.dumps({**good, "x": 1}).encode().replace(b"1}", b"NaN}"): "NaN is not JSON",
+    }
+    for content, detail in cases.items():
+        response = client.post(
+            PATH, content=content, headers=signed_headers(webhook_secret, content)
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "body"
+        assert detail in response.json()["detail"]
+    assert inbox_count(settings.database_url) == 0
+
+
+# The grammar of a delivery, with every part sometimes wrong: JSON members as text (so keys
+# can repeat and numbers can be of any length), bodies that are not JSON at all, and the
+# header sets (standard or Svix names) with ids, timestamps and signature lists.
+FIELDS = ("user_id", "amount", "currency", "provider_reference")
+json_numbers = st.one_of(
+    st.integers().map(str),
+    # Around the parser's own limits: ours (100 characters) and CPython's (4,300 digits).
+    st.sampled_from([100, 101, 4300, 4301, 6000]).map(lambda n: "9" * n),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999999", "-0", "0.1e-99999"]),
+)
+json_scalars = st.one_of(
+    json_numbers,
+    st.sampled_from(["true", "false", "null"]),
+    st.text(max_size=40).map(json.dumps),
+    st.sampled_from(['"10.50"', '"EUR"', '"alice"', '"\\ud800"', '"\\u0000"', '"ref-1"']),
+)
+json_fragments = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]"),
+        st.lists(st.tuples(st.sampled_from(FIELDS) | st.text(max_size=5), inner), max_size=3).map(
+            lambda kv: "{" + ",".join(json.dumps(k) + ":" + v for k, v in kv) + "}"
+        ),
+    ),
+    max_leaves=6,
+)
+members = st.lists(
+    st.tuples(st.sampled_from(FIELDS) | st.text(max_size=8), json_fragments), max_size=7
+)
+bodies = st.one_of(
+    members.map(lambda kv: "{" + ",".join(json.dumps(k) + ":" + v for k, v in kv) + "}"),
+    json_fragments,
+    st.integers(min_value=1, max_value=3000).map(lambda n: "[" * n + "]" * n),
+    st.text(max_size=60),
+).map(str.encode) | st.binary(max_size=200)
+header_chars = st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_categories=["Cc"])
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, secret: str) -> tuple[dict[str, bytes], bytes]:
+    content = draw(bodies)
+    names = draw(st.sampled_from(["webhook", "svix"]))
+    webhook_id = draw(
+        st.one_of(
+            st.uuids().map(lambda u: f"msg_{u.hex}"),
+            st.text(header_chars, min_size=1, max_size=300),
+        )
+    )
+    # An offset from the clock, not a timestamp: the drawn data must not depend on time.
+    skew = draw(st.one_of(st.just(0), st.integers(-1000, 1000), st.none()))
+    timestamp = (
+        str(int(time.time()) + skew)
+        if skew is not None
+        else draw(st.text(alphabet="0123456789-+.e", min_size=1, max_size=20))
+    )
+    signed = "v1,AAAA"
+    if timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 13:
+        content_to_sign = f"{webhook_id}.{timestamp}.".encode() + content
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+        digest = hmac.digest(key, content_to_sign, "sha256")
+        signed = "v1," + base64.b64encode(digest).decode()
+    signature = draw(
+        st.one_of(
+            st.just(signed),
+            st.just(f"v2,abc {signed}"),
+            st.text(header_chars, min_size=1, max_size=60),
+        )
+    )
+    headers = {
+        f"{names}-id": webhook_id,
+        f"{names}-timestamp": timestamp,
+        f"{names}-signature": signature,
+        "content-type": "application/json",
+    }
+    return {k: v.encode("latin-1") for k, v in headers.items()}, content
+
+
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_deliveries_from_the_grammar_never_give_a_5xx(
+    client: httpx.Client, webhook_secret: str, data: st.DataObject
+) -> None:
+    headers, content = data.draw(deliveries(webhook_secret))
+    response = client.post(PATH, content=content, headers=headers)
+    assert response.status_code < 500, (response.status_code, response.text)
     assert response.json()["ok"] is (response.status_code == 202)
