@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml e2e/pyproject.toml constraints.txt
 
 system-packages:
 	@scripts/install-system-packages.sh
+	@scripts/install-container-runtime.sh
 
 # Builds etcd and Kubernetes from the Go module proxy once per machine (cold: see README).
 toolchain: venv
@@ -104,13 +105,11 @@ chart-sync:
 	cp operator/cricalgo_operator/rbac/clusterrole.yaml $(CHART)/files/clusterrole.yaml
 	cp alerts/cricalgo-alerts.yaml $(CHART)/files/cricalgo-alerts.yaml
 
-# Container images, where a Docker engine exists (not on the project's own machines or CI).
+# Container images, built here with Debian's Docker engine (installed and started on demand);
+# on a local Debian base made with debootstrap when no registry hands over python:3.11-slim.
 IMAGE_TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-images:
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || \
-	  { echo "make images needs a running Docker engine; none is available here"; exit 1; }
-	docker build -f operator/Dockerfile -t cricalgo/operator:$(IMAGE_TAG) .
-	docker build -f workload/Dockerfile -t cricalgo/workload:$(IMAGE_TAG) .
+images: venv
+	$(BIN)/python -m cricalgo_localstack.images --tag $(IMAGE_TAG)
 
 # The product's wheel (operator, workload, kubectl plugin; no harness) into dist/.
 dist: venv
