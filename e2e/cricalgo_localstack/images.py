@@ -140,8 +140,9 @@ def prepare_wheelhouse() -> Path:
             "-c", str(ROOT / "constraints.txt"),
             "-w", str(WHEELHOUSE),
             f"{ROOT}[{','.join(ROLES)}]", "setuptools>=75", "wheel",
-            # redis needs it below Python 3.11.3 (Debian bookworm's is 3.11.2), the host not.
-            "async-timeout>=4.0.3",
+            # redis needs it below Python 3.11.3 (Debian bookworm's is 3.11.2), the host not,
+            # so constraints.txt cannot pin it.
+            "async-timeout==5.0.1",
         ],
         check=True,
         timeout=1800,
