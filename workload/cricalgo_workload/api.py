@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
 
@@ -33,6 +34,34 @@ def _unauthorized(request: Request) -> JSONResponse | None:
     return None
 
 
+# A registration body is `{"user_id": "..."}`: a few dozen bytes.
+MAX_API_BODY_BYTES = 4096
+
+
+class _BodyRefused(Exception):
+    def __init__(self, response: JSONResponse) -> None:
+        self.response = response
+
+
+async def _small_body(request: Request) -> bytes:
+    """The body, read within the webhook's body timeout and at most `MAX_API_BODY_BYTES`
+    (the API sits behind a token, but a token holder's mistake should not cost memory)."""
+    services: AppServices = request.app.state.services
+    timeout = services.settings.body_read_timeout_seconds
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_API_BODY_BYTES:
+                    detail = f"body exceeds {MAX_API_BODY_BYTES} bytes"
+                    raise _BodyRefused(_error(413, "body_too_large", detail))
+    except TimeoutError:
+        detail = f"body not received within {timeout:g} s"
+        raise _BodyRefused(_error(408, "body_timeout", detail, connection="close")) from None
+    return bytes(body)
+
+
 def _unavailable() -> JSONResponse:
     return _error(503, "unavailable", "database unavailable, retry later", **{"Retry-After": "5"})
 
@@ -42,7 +71,9 @@ async def create_user(request: Request) -> JSONResponse:
         return denied
     services: AppServices = request.app.state.services
     try:
-        data = loads_strict(await request.body())
+        data = loads_strict(await _small_body(request))
+    except _BodyRefused as refused:
+        return refused.response
     except InvalidJson as exc:
         return _error(422, "invalid_body", f"body is not strict JSON: {exc}")
     user_id = data.get("user_id") if isinstance(data, dict) else None

@@ -114,3 +114,11 @@ def test_a_full_inbox_queue_answers_503_at_once(
     with psycopg.connect(settings.database_url) as conn:
         stored = {str(row[0]) for row in conn.execute("SELECT tx_id FROM deposit_inbox")}
     assert stored == accepted
+
+
+def test_the_users_api_reads_small_bodies_only(client: httpx.Client, auth: dict[str, str]) -> None:
+    big = client.post("/api/v1/users", content=b'{"user_id": "' + b"a" * 5000 + b'"}', headers=auth)
+    fine = client.post("/api/v1/users", json={"user_id": "alice"}, headers=auth)
+    assert big.status_code == 413
+    assert big.json()["error"] == "body_too_large"
+    assert fine.status_code == 201
