@@ -43,6 +43,7 @@ EXPECTED_ALERTS = {
     "CricAlgoQueueDepthHigh",
     "CricAlgoInboxPendingTooOld",
     "CricAlgoDeadLetters",
+    "CricAlgoDepositsParked",
     "CricAlgoTaskFailureRateHigh",
     "CricAlgoDepositsRejectedHigh",
     "CricAlgoDBPoolSaturated",

@@ -34,8 +34,14 @@ def _tune_gc_for_latency() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cricalgo-workload")
-    parser.add_argument("role", choices=["webhook", "worker", "migrate"])
+    parser.add_argument("role", choices=["webhook", "worker", "migrate", "redrive"])
+    parser.add_argument(
+        "tx_ids", nargs="*", help="redrive: the dead-lettered deposits to send again"
+    )
+    parser.add_argument("--all", action="store_true", help="redrive: every dead-lettered deposit")
     args = parser.parse_args(argv)
+    if args.role == "redrive" and not (args.tx_ids or args.all):
+        parser.error("redrive needs tx ids or --all")
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -49,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
         applied = migrate(settings.database_url)
         log.info("migrations_done", extra={"applied": applied})
+        return 0
+    if args.role == "redrive":
+        from .redrive import redrive
+
+        released = redrive(settings, None if args.all else args.tx_ids)
+        log.info("deposits_redriven", extra={"count": len(released), "tx_ids": released})
+        print(f"re-driven: {len(released)}")
         return 0
     if args.role == "worker":
         from .worker import run_worker

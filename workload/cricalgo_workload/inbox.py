@@ -161,9 +161,9 @@ class InboxStats:
 
 
 # The gauges count rows up to this many: past it a count(*) costs in proportion to the
-# backlog (a scan of the partial index every refresh), while "more than 10,000" is all an
+# backlog (a scan of the partial index every refresh), while "more than 1,000" is all an
 # alert or a dashboard needs; the oldest row's age keeps growing with the backlog.
-STATS_COUNT_CAP = 10_000
+STATS_COUNT_CAP = 1_000
 
 _INBOX_STATS = """
 SELECT
@@ -228,5 +228,18 @@ def rematch_unmatched(conn: Connection) -> list[str]:
             FOR UPDATE OF d SKIP LOCKED)
         RETURNING tx_id
         """
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def release_dead(conn: Connection, tx_ids: list[str] | None) -> list[str]:
+    """Return dead-lettered rows (`tx_ids`, or all of them when None) to `pending` for a
+    re-drive; returns the ids released. The caller sends their messages (the relay does
+    if that send is lost). Crediting is idempotent, so a re-drive cannot credit twice."""
+    rows = conn.execute(
+        "UPDATE deposit_inbox SET status = 'pending', relayed_at = now()"
+        " WHERE status = 'dead' AND (%(all)s OR tx_id = ANY(%(ids)s::uuid[]))"
+        " RETURNING tx_id",
+        {"all": tx_ids is None, "ids": tx_ids or []},
     ).fetchall()
     return [str(row[0]) for row in rows]

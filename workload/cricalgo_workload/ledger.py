@@ -58,6 +58,7 @@ SET amount = balances.amount + EXCLUDED.amount, updated_at = now()
 class CreditOutcome(enum.Enum):
     CREDITED = "credited"
     ALREADY_DONE = "already_done"  # a redelivery: nothing to do
+    DEAD = "dead"  # dead-lettered: left alone until it is re-driven
     PARKED = "parked"  # unknown user: waits for the registration
     UNKNOWN_TX = "unknown_tx"
 
@@ -84,8 +85,10 @@ def credit_deposits(conn: Connection, tx_ids: Sequence[str]) -> dict[str, Credit
         to_credit: list[str] = []
         to_park: list[str] = []
         for tx_id, status, user_known in rows:
-            if status in ("done", "dead"):
+            if status == "done":
                 outcomes[tx_id] = CreditOutcome.ALREADY_DONE
+            elif status == "dead":
+                outcomes[tx_id] = CreditOutcome.DEAD
             elif not user_known:
                 outcomes[tx_id] = CreditOutcome.PARKED
                 to_park.append(tx_id)

@@ -82,13 +82,13 @@ class WebhookMetrics:
             ),
             inbox_pending=Gauge(
                 "cricalgo_inbox_pending",
-                "Inbox rows not yet credited (counted up to 10,000)",
+                "Inbox rows not yet credited (counted up to 1,000)",
                 labels,
                 registry=registry,
             ),
             inbox_unmatched=Gauge(
                 "cricalgo_inbox_unmatched",
-                "Deposits parked for a user that does not exist (counted up to 10,000)",
+                "Deposits parked for a user that does not exist (counted up to 1,000)",
                 labels,
                 registry=registry,
             ),

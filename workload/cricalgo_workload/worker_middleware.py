@@ -26,6 +26,8 @@ OUTCOMES = {
     CreditOutcome.CREDITED.value: "credited",
     CreditOutcome.ALREADY_DONE.value: "already_done",
     CreditOutcome.PARKED.value: "parked",
+    # A stale message for a dead-lettered row: skipped, neither credited nor failed.
+    CreditOutcome.DEAD.value: "dead",
     # A message for a row that does not exist cannot succeed by retrying.
     CreditOutcome.UNKNOWN_TX.value: "failure",
 }
