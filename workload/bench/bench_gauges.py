@@ -59,7 +59,7 @@ def main() -> None:
         dsn = postgres.create_database("gauges")
         migrate(dsn)
         total = 0
-        for size in (1_000, 1_000_000):
+        for size in (1_000, 100_000, 1_000_000):
             add_pending(dsn, size - total, total + 1)
             total = size
             rows.append((size, *asyncio.run(timings(dsn, runs))))
@@ -71,7 +71,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|")
     for size, baseline, gauges in rows:
         print(f"| {size:,} | {baseline:.2f} | {gauges:.2f} | {gauges / baseline:.2f} |")
-    (small, _, small_g), (large, _, large_g) = rows
+    (small, _, small_g), (large, _, large_g) = rows[0], rows[-1]
     print(f"\ngauges query at {large:,} vs at {small:,} rows: {large_g / small_g:.2f}x")
 
 

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import redis as redis_lib
 from cricalgo_localstack.deposits import deposit_body, new_secret, signed_headers
 from cricalgo_localstack.processes import free_port
 from cricalgo_localstack.services import PostgresServer, RedisServer
-from cricalgo_workload.broker import close_broker, enqueue_credit
+from cricalgo_workload.broker import close_broker, credit_queue
 from cricalgo_workload.migrations import migrate
 from cricalgo_workload.settings import Settings
 from cricalgo_workload.worker import DepositWorker
@@ -194,8 +195,7 @@ def credit_rate(
             )
         ]
     enqueuer = DepositWorker(settings)
-    for tx_id in tx_ids:
-        enqueue_credit(enqueuer.broker, settings, tx_id)
+    credit_queue(enqueuer.broker, settings).send(tx_ids)
     close_broker(enqueuer.broker)
     enqueuer.pool.close()
     procs = [
@@ -226,6 +226,49 @@ def credit_rate(
             stop(p)
 
 
+def crediting_latency(
+    hook_url: str, jsonl: Path, env: dict[str, str], dsn: str, rate: int, seconds: int, logs: Path
+) -> dict[str, float]:
+    """Deposits sent at `rate`/s for `seconds` through the webhook to one worker process:
+    the time from the inbox row (written before the 202) to its ledger entry, p50/p99."""
+    # The runs before left their deposits queued (no worker ran): start from an empty
+    # backlog, and count only this run's deposits.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM deposit_inbox WHERE status = 'pending'")
+        started = conn.execute("SELECT now()").fetchone()
+    with redis_lib.Redis.from_url(env["REDIS_URL"]) as client:
+        client.flushdb()
+    worker = start(
+        [sys.executable, "-m", "cricalgo_workload", "worker"],
+        {**env, "CRICALGO_METRICS_PORT": str(free_port())},
+        logs / "worker-latency.log",
+    )
+    try:
+        sent = fixed_rate(hook_url, jsonl, rate, seconds)
+        with psycopg.connect(dsn) as conn:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM deposit_inbox WHERE provider = 'default'"
+                    " AND status = 'pending'"
+                ).fetchone()
+                if row is not None and row[0] == 0:
+                    break
+                time.sleep(0.5)
+            row = conn.execute(
+                "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d),"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY d), count(*)"
+                " FROM (SELECT extract(epoch FROM l.created_at - i.received_at) * 1000 AS d"
+                " FROM ledger_entries l JOIN deposit_inbox i USING (tx_id)"
+                " WHERE i.received_at >= %s) s",
+                (started[0] if started else None,),
+            ).fetchone()
+        assert row is not None
+        return {"p50_ms": row[0], "p99_ms": row[1], "credited": row[2], "rps": sent["rps"]}
+    finally:
+        stop(worker)
+
+
 def median_run(results: list[dict[str, float]], key: str) -> dict[str, float]:
     return sorted(results, key=lambda r: r[key])[len(results) // 2]
 
@@ -245,6 +288,8 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=3000)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-rate", type=int, default=300)
+    parser.add_argument("--latency-seconds", type=int, default=60)
     args = parser.parse_args()
 
     scratch = private_dir("run")
@@ -323,6 +368,13 @@ def main() -> None:
                         services,
                     )
                 )
+        # Crediting latency, webhook and one worker process together.
+        _, jsonl = write_deliveries(
+            secret, args.latency_rate * args.latency_seconds, scratch, "latency"
+        )
+        latency = crediting_latency(
+            hook_url, jsonl, env, dsn, args.latency_rate, args.latency_seconds, scratch
+        )
         stop(hook)
         stop(bare)
 
@@ -381,6 +433,17 @@ def main() -> None:
     )
     for n, rate in credit.items():
         print(f"(c) deposits credited end to end, {n} worker process(es) x 8 threads: {rate:.0f}/s")
+    accepted = median_run(saturated[b_name], "rps")["rps"]
+    first = credit[min(credit)]
+    print(f"(c) credited/s per process (1 process) / (b) accepted/s: {first / accepted:.2f}")
+    if len(credit) > 1:
+        print(f"(c) {max(credit)} processes / 1 process: {credit[max(credit)] / first:.2f}")
+    print(
+        f"(d) crediting latency, 202 to ledger row, {args.latency_rate}/s for"
+        f" {args.latency_seconds}s, 1 worker process: p50 {latency['p50_ms']:.0f} ms,"
+        f" p99 {latency['p99_ms']:.0f} ms ({latency['credited']:.0f} credited,"
+        f" sent at {latency['rps']:.0f}/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ from .dramatiq_redis import ENQUEUE_MANY, CreditQueue, EncodeCredit, enqueue_arg
 from .dramatiq_redis import queue_key as dramatiq_queue_key
 from .settings import Settings
 
-CREDIT_ACTOR = "credit_deposit"
+# A message of CREDIT_ACTOR carries a list of tx_ids, credited in one transaction; a deposit
+# whose batch fails is sent again alone, so its retries and dead letter are its own.
+CREDIT_ACTOR = "credit_deposits"
+SINGLE_CREDIT_ACTOR = "credit_deposit"
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -63,14 +66,14 @@ def close_broker(broker: RedisBroker) -> None:
 
 def credit_message(
     settings: Settings,
-    tx_id: str,
+    tx_ids: Sequence[str],
     options: dict[str, object] | None = None,
     queue: str | None = None,
 ) -> dramatiq.Message[object]:
     return dramatiq.Message(
         queue_name=queue or settings.queue_name,
         actor_name=CREDIT_ACTOR,
-        args=(tx_id,),
+        args=(list(tx_ids),),
         kwargs={},
         options=options or {},
     )
@@ -79,8 +82,8 @@ def credit_message(
 def encode_credit(settings: Settings) -> EncodeCredit:
     """The encoder `dramatiq_redis` sends credit messages with."""
 
-    def encode(tx_id: str, redis_id: str, queue: str) -> bytes:
-        return credit_message(settings, tx_id, {"redis_message_id": redis_id}, queue).encode()
+    def encode(tx_ids: Sequence[str], redis_id: str, queue: str) -> bytes:
+        return credit_message(settings, tx_ids, {"redis_message_id": redis_id}, queue).encode()
 
     return encode
 

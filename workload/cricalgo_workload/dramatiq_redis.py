@@ -26,23 +26,33 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-# Encodes the credit message of (tx_id, redis message id, queue).
-EncodeCredit = Callable[[str, str, str], bytes]
-
 # For an immediate enqueue, Dramatiq's dispatch script makes two writes: the encoded
 # message into the hash `{namespace}:{queue}.msgs` under a fresh id, and that id onto the
-# list `{namespace}:{queue}`. This script makes them for a whole batch, and stamps each
-# tx_id in the enqueued set; no consumer runs between the writes (Redis runs a script
-# alone), so none sees an id without its message.
-# KEYS: queue list, message hash, enqueued set; ARGV: now_ms, then id, message, tx_id, ...
+# list `{namespace}:{queue}`. This script makes them for several messages, and stamps each
+# message's tx_ids in the enqueued set; no consumer runs between the writes (Redis runs a
+# script alone), so none sees an id without its message.
+# KEYS: queue list, message hash, enqueued set
+# ARGV: now_ms, then per message: id, encoded message, n, its n tx_ids
 ENQUEUE_MANY = """
-for i = 2, #ARGV, 3 do
+local i = 2
+while i <= #ARGV do
+    local n = tonumber(ARGV[i + 2])
     redis.call("hset", KEYS[2], ARGV[i], ARGV[i + 1])
     redis.call("rpush", KEYS[1], ARGV[i])
-    redis.call("zadd", KEYS[3], ARGV[1], ARGV[i + 2])
+    for j = i + 3, i + 2 + n do
+        redis.call("zadd", KEYS[3], ARGV[1], ARGV[j])
+    end
+    i = i + 3 + n
 end
-return (#ARGV - 1) / 3
+return i
 """
+
+# Deposits per credit message: the worker credits a message's deposits in one transaction,
+# and Dramatiq's cost per message (fetch, ack, middleware) is shared by all of them.
+DEPOSITS_PER_MESSAGE = 100
+
+# Encodes the credit message of (tx_ids, redis message id, queue).
+EncodeCredit = Callable[[Sequence[str], str, str], bytes]
 
 
 def queue_key(namespace: str, queue: str) -> str:
@@ -62,13 +72,16 @@ def enqueue_keys(namespace: str, queue: str) -> list[str]:
     ]
 
 
-def enqueue_args(tx_ids: Sequence[str], queue: str, encode: EncodeCredit) -> list[Any]:
-    """ARGV of `ENQUEUE_MANY` for the credit messages of `tx_ids`."""
+def enqueue_args(
+    tx_ids: Sequence[str], queue: str, encode: EncodeCredit, per_message: int = DEPOSITS_PER_MESSAGE
+) -> list[Any]:
+    """ARGV of `ENQUEUE_MANY`: the credit messages of `tx_ids`, `per_message` a message."""
     args: list[Any] = [int(time.time() * 1000)]
-    for tx_id in tx_ids:
+    for start in range(0, len(tx_ids), per_message):
+        chunk = tx_ids[start : start + per_message]
         # Each message in Redis needs its own id (RedisBroker.enqueue does the same).
         redis_id = str(uuid.uuid4())
-        args += (redis_id, encode(tx_id, redis_id, queue), tx_id)
+        args += (redis_id, encode(chunk, redis_id, queue), len(chunk), *chunk)
     return args
 
 
@@ -85,15 +98,20 @@ class CreditQueue:
         self.encode = encode
         self._enqueue = client.register_script(ENQUEUE_MANY)
 
-    def send(self, tx_ids: Sequence[str], queue: str | None = None) -> None:
-        """Enqueue the credit messages of `tx_ids` in one round trip (raises if Redis is
-        unreachable; part of the batch may then be queued: a message sent twice credits
-        once)."""
+    def send(
+        self,
+        tx_ids: Sequence[str],
+        queue: str | None = None,
+        per_message: int = DEPOSITS_PER_MESSAGE,
+    ) -> None:
+        """Enqueue the credit messages of `tx_ids`, `per_message` deposits a message, in one
+        round trip (raises if Redis is unreachable; part of them may then be queued: a
+        message sent twice credits once)."""
         if tx_ids:
             queue = queue or self.default_queue
             self._enqueue(
                 keys=enqueue_keys(self.namespace, queue),
-                args=enqueue_args(tx_ids, queue, self.encode),
+                args=enqueue_args(tx_ids, queue, self.encode, per_message),
             )
 
     def still_queued(self, tx_ids: Sequence[str], within_seconds: float) -> set[str]:

@@ -3,12 +3,15 @@
 Deposits are credited in batches, one transaction per batch, and a batch of one is the same
 code: a message delivered twice (Dramatiq delivers at least once), or two workers racing on
 it, credit once, because the inbox rows are locked and the ledger's UNIQUE (tx_id) holds.
+One user's balance is updated by one transaction at a time (its row lock), and a batch adds
+its entries in the order the deposits were received.
 
-Lock order, everywhere: the per-user advisory locks first (in ascending key order, so two
-batches never wait on each other in a cycle), then the inbox rows. Registration takes the
-same advisory lock before it releases a user's parked rows, so a deposit parked as
-`unmatched` is always seen by the registration that follows it, and neither side can hold a
-row the other waits for while it waits for the other's lock.
+A deposit for a user that does not exist yet is parked as `unmatched`. Parking and
+registration serialise on a per-user advisory lock, so a parked deposit is always seen by
+the registration that follows it. Lock order, everywhere: that advisory lock first (several
+in ascending key order, so two batches never wait on each other in a cycle), then the inbox
+rows. Users are never deleted, so a deposit whose user exists needs no advisory lock: batches
+of known users' deposits never wait for each other's locks, only for the balance rows.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from psycopg import AsyncConnection, Connection
 
 _USER_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('cricalgo-user:' || %s, 0))"
 
-# The users' advisory locks in ascending key order. OFFSET 0 keeps the sorted subquery from
-# being flattened into the outer query, so the locks are taken in the sorted order.
-_USER_LOCKS = """
+# The advisory locks of the batch's users that do not exist (yet), in ascending key order.
+# OFFSET 0 keeps the sorted subquery from being flattened into the outer query, so the
+# locks are taken in the sorted order.
+_UNKNOWN_USER_LOCKS = """
 SELECT pg_advisory_xact_lock(k) FROM (
     SELECT DISTINCT hashtextextended('cricalgo-user:' || i.user_id, 0) AS k
-    FROM deposit_inbox i WHERE i.tx_id = ANY(%s::uuid[])
+    FROM deposit_inbox i
+    WHERE i.tx_id = ANY(%s::uuid[])
+      AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = i.user_id)
     ORDER BY 1 OFFSET 0) AS keys
 """
 
@@ -74,7 +80,9 @@ def credit_deposits(conn: Connection, tx_ids: Sequence[str]) -> dict[str, Credit
     Returns each id's outcome (an id given twice is handled once)."""
     ids = list(dict.fromkeys(tx_ids))
     with conn.transaction():
-        conn.execute(_USER_LOCKS, (ids,))
+        # A user unknown here and known below registered meanwhile: credited. One unknown
+        # here and below is locked: no registration of it is under way, parking is safe.
+        conn.execute(_UNKNOWN_USER_LOCKS, (ids,))
         rows = conn.execute(
             "SELECT i.tx_id::text, i.status, u.user_id IS NOT NULL FROM deposit_inbox i"
             " LEFT JOIN users u USING (user_id)"
@@ -103,14 +111,16 @@ def credit_deposits(conn: Connection, tx_ids: Sequence[str]) -> dict[str, Credit
         if not to_credit:
             return outcomes
         inserted = conn.execute(_INSERT_ENTRIES, (to_credit,)).fetchall()
-        if inserted:
-            _, users, amounts, currencies = (list(c) for c in zip(*inserted, strict=True))
-            conn.execute(_ADD_TO_BALANCES, (users, currencies, amounts))
         conn.execute(
             "UPDATE deposit_inbox SET status = 'done', attempts = attempts + 1,"
             " processed_at = now(), last_error = NULL WHERE tx_id = ANY(%s::uuid[])",
             (to_credit,),
         )
+        if inserted:
+            # Last before the commit: other batches wait for these balance rows' locks,
+            # so they are held for one statement and the commit only.
+            _, users, amounts, currencies = (list(c) for c in zip(*inserted, strict=True))
+            conn.execute(_ADD_TO_BALANCES, (users, currencies, amounts))
         credited = {str(row[0]) for row in inserted}
         for tx_id in to_credit:
             # A row still pending with a ledger entry: a crash between the two (cannot

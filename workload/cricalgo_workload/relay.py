@@ -18,10 +18,11 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 from psycopg_pool import ConnectionPool
 
-from .broker import CREDIT_ACTOR
+from .broker import CREDIT_ACTOR, SINGLE_CREDIT_ACTOR
 from .dramatiq_redis import CreditQueue, requeue_dead_workers
 from .inbox import pending_for_relay, rematch_unmatched
 from .settings import Settings
+from .worker_middleware import tx_ids_of
 
 log = logging.getLogger("cricalgo.workload.worker")
 
@@ -77,9 +78,9 @@ class RetryMarks(Middleware):
         self.queue = queue
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
-        if delay is None or message.actor_name != CREDIT_ACTOR or not message.args:
+        if delay is None or message.actor_name not in (CREDIT_ACTOR, SINGLE_CREDIT_ACTOR):
             return
         try:
-            self.queue.touch([message.args[0]])
+            self.queue.touch(tx_ids_of(message))
         except Exception as exc:
             log.warning("deposit_retry_mark_failed", extra={"error": repr(exc)})

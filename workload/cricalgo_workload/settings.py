@@ -89,8 +89,6 @@ class Settings:
     # A row whose message was sent less than this long ago and has not finished (queued,
     # running, waiting for a retry) is not sent again; past it, it is (a lost message).
     relay_queued_grace_seconds: float = 900.0
-    # Deposits credited per PostgreSQL transaction at most.
-    credit_batch_max: int = 200
     track: str = "stable"
     version: str = "dev"
     host: str = "127.0.0.1"
@@ -184,7 +182,6 @@ class Settings:
                 0.1,
                 7 * 86400,
             ),
-            credit_batch_max=_int(env, "CRICALGO_CREDIT_BATCH_MAX", d.credit_batch_max, 1),
             track=env.get("CRICALGO_TRACK", d.track),
             version=env.get("CRICALGO_VERSION", d.version),
             host=env.get("CRICALGO_HOST", d.host),

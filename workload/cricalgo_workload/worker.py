@@ -1,7 +1,7 @@
 """The worker role: the `credit_deposit` actor and a process runner with graceful shutdown.
 
 One process per pod: a Dramatiq `Worker` with `CRICALGO_WORKER_THREADS` threads consuming
-every queue of `CRICALGO_QUEUES`, deposits credited in batches (credit_batch.py), metrics on
+every queue of `CRICALGO_QUEUES`, each message's deposits credited in one transaction, metrics on
 `CRICALGO_METRICS_PORT`, and the relay (relay.py) in a thread of its own.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 import dramatiq
 
-from .broker import CREDIT_ACTOR, close_broker, create_broker, credit_queue
-from .credit_batch import CreditBatcher
+from .broker import CREDIT_ACTOR, SINGLE_CREDIT_ACTOR, close_broker, create_broker, credit_queue
 from .database import create_pool
 from .dramatiq_redis import requeue_prefetched
-from .ledger import CreditOutcome, mark_dead
+from .ledger import CreditOutcome, credit_deposits, mark_dead
 from .metrics import PoolCollector, WorkerMetrics
 from .metrics_server import MetricsServer
 from .relay import Relay, RetryMarks
@@ -26,6 +26,9 @@ from .worker_middleware import DeadLetters, TaskLogs, TaskMetrics
 from .worker_probes import threads_alive, worker_ready
 
 log = logging.getLogger("cricalgo.workload.worker")
+
+# The outcome of a deposit whose batch failed and which was sent again alone.
+SPLIT = "split"
 
 
 class DepositWorker:
@@ -45,9 +48,6 @@ class DepositWorker:
         )
         self.queue = credit_queue(self.broker, settings)
         self.broker.add_middleware(RetryMarks(self.queue))
-        self.batcher = CreditBatcher(
-            self.pool, max_batch=settings.credit_batch_max, settled=self.queue.finished
-        )
         self.relay = Relay(settings, self.pool, self.broker, self.queue)
         self.metrics.registry.register(
             PoolCollector(
@@ -56,13 +56,17 @@ class DepositWorker:
                 lambda: dict(self.pool.get_stats()),
             )
         )
-        self.actor = dramatiq.actor(
-            broker=self.broker,
-            actor_name=CREDIT_ACTOR,
-            queue_name=settings.queues[0],
-            max_retries=settings.task_max_retries,
-            time_limit=settings.task_time_limit_ms,
-        )(self.credit)
+
+        options: dict[str, Any] = {
+            "broker": self.broker,
+            "queue_name": settings.queues[0],
+            "max_retries": settings.task_max_retries,
+            "time_limit": settings.task_time_limit_ms,
+        }
+        self.actor = dramatiq.actor(actor_name=CREDIT_ACTOR, **options)(self.credit)
+        # Messages of one deposit, as versions before batches sent them (a canary's stable
+        # webhook may still send them to this worker).
+        dramatiq.actor(actor_name=SINGLE_CREDIT_ACTOR, **options)(self.credit_one)
         for queue in settings.queues:
             self.broker.declare_queue(queue)
         self._worker: dramatiq.Worker | None = None
@@ -70,12 +74,31 @@ class DepositWorker:
         self._metrics_server: MetricsServer | None = None
         self.metrics_port: int | None = None
 
-    def credit(self, tx_id: str) -> str:
-        """The actor: credit one inbox row, in the next batch (idempotent; raises to retry)."""
-        outcome = self.batcher.credit(tx_id)
-        if outcome is CreditOutcome.UNKNOWN_TX:
-            log.warning("deposit_unknown_tx", extra={"tx_id": tx_id})
-        return outcome.value
+    def credit(self, tx_ids: list[str]) -> list[str]:
+        """The actor: credit a message's deposits in one transaction (idempotent); returns
+        each one's outcome. If the transaction fails, each deposit is sent again in a
+        message of its own, so one bad row fails (and dead-letters) only itself."""
+        try:
+            with self.pool.connection() as conn:
+                outcomes = credit_deposits(conn, tx_ids)
+        except Exception as exc:
+            if len(tx_ids) == 1:
+                raise
+            log.warning("deposit_batch_split", extra={"count": len(tx_ids), "error": repr(exc)})
+            self.queue.send(tx_ids, per_message=1)
+            return [SPLIT] * len(tx_ids)
+        for tx_id, outcome in outcomes.items():
+            if outcome is CreditOutcome.UNKNOWN_TX:
+                log.warning("deposit_unknown_tx", extra={"tx_id": tx_id})
+        try:
+            self.queue.finished(tx_ids)
+        except Exception as exc:  # bookkeeping only: the credits are committed
+            log.warning("deposit_settle_failed", extra={"error": repr(exc)})
+        return [outcomes[tx_id].value for tx_id in tx_ids]
+
+    def credit_one(self, tx_id: str) -> str:
+        """The actor for a message of one deposit."""
+        return self.credit([tx_id])[0]
 
     def relay_once(self) -> int:
         """One round of the relay (tests and the runbook call it directly)."""

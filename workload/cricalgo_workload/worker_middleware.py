@@ -7,6 +7,7 @@ that exhausted its retries (Dramatiq then moves it to the dead-letter queue).
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -30,11 +31,28 @@ OUTCOMES = {
     CreditOutcome.DEAD.value: "dead",
     # A message for a row that does not exist cannot succeed by retrying.
     CreditOutcome.UNKNOWN_TX.value: "failure",
+    # The deposit's batch failed; it was sent again in a message of its own.
+    "split": "retry",
 }
 
 
-def _tx_id(message: Any) -> str | None:
-    return message.args[0] if message.args else None
+def tx_ids_of(message: Any) -> list[str]:
+    """The deposits a credit message carries (a list, or one id in older messages)."""
+    if not message.args:
+        return []
+    first = message.args[0]
+    return [str(tx) for tx in first] if isinstance(first, list) else [str(first)]
+
+
+def _results(result: Any) -> list[Any]:
+    return result if isinstance(result, list) else [result]
+
+
+def _log(level: int, event: str, extra: dict[str, Any]) -> None:
+    """A log line built without `log.info`'s walk up the stack for the caller's file and
+    line (the JSON lines never show them; this runs twice per deposit)."""
+    if log.isEnabledFor(level):
+        log.handle(log.makeRecord(log.name, level, __file__, 0, event, (), None, extra=extra))
 
 
 class _Timer:
@@ -79,13 +97,15 @@ class TaskMetrics(Middleware):
         duration = self.timer.stop(message)
         self.metrics.task_duration.labels(actor=actor, **self.labels).observe(duration)
         if exception is None:
-            outcome = OUTCOMES.get(result, "credited")
+            # One outcome per deposit (alerts divide the failing ones by the total).
+            counts = collections.Counter(OUTCOMES.get(r, "credited") for r in _results(result))
         elif message.failed:
-            outcome = "dead_letter"
+            counts = collections.Counter({"dead_letter": 1})
             self.metrics.dead_letters.labels(actor=actor, **self.labels).inc()
         else:
-            outcome = "retry"
-        self.metrics.tasks.labels(actor=actor, outcome=outcome, **self.labels).inc()
+            counts = collections.Counter({"retry": 1})
+        for outcome, count in counts.items():
+            self.metrics.tasks.labels(actor=actor, outcome=outcome, **self.labels).inc(count)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self.timer.stop(message)
@@ -100,14 +120,14 @@ class TaskLogs(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self.timer.start(message)
-        log.info(
-            "deposit_task_started",
-            extra={
-                "tx_id": _tx_id(message),
-                "attempt": message.options.get("retries", 0) + 1,
-                "queued_ms": round(time.time() * 1000 - message.message_timestamp, 1),
-            },
-        )
+        attempt = message.options.get("retries", 0) + 1
+        queued_ms = round(time.time() * 1000 - message.message_timestamp, 1)
+        for tx_id in tx_ids_of(message):
+            _log(
+                logging.INFO,
+                "deposit_task_started",
+                {"tx_id": tx_id, "attempt": attempt, "queued_ms": queued_ms},
+            )
 
     def after_process_message(
         self,
@@ -118,31 +138,37 @@ class TaskLogs(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         duration_ms = round(self.timer.stop(message) * 1000, 2)
-        tx_id = _tx_id(message)
+        tx_ids = tx_ids_of(message)
         if exception is None:
-            log.info(
-                "deposit_task_completed",
-                extra={"tx_id": tx_id, "outcome": result, "duration_ms": duration_ms},
-            )
-        elif message.failed:
-            log.error(
-                "deposit_dead_lettered",
-                extra={
-                    "tx_id": tx_id,
-                    "retries": message.options.get("retries"),
-                    "error": repr(exception),
-                },
-            )
-        else:
-            log.warning(
-                "deposit_task_failed",
-                extra={
-                    "tx_id": tx_id,
-                    "attempt": message.options.get("retries"),
-                    "error": repr(exception),
-                    "duration_ms": duration_ms,
-                },
-            )
+            for tx_id, outcome in zip(tx_ids, _results(result), strict=False):
+                _log(
+                    logging.INFO,
+                    "deposit_task_completed",
+                    {"tx_id": tx_id, "outcome": outcome, "duration_ms": duration_ms},
+                )
+            return
+        for tx_id in tx_ids:
+            if message.failed:
+                _log(
+                    logging.ERROR,
+                    "deposit_dead_lettered",
+                    {
+                        "tx_id": tx_id,
+                        "retries": message.options.get("retries"),
+                        "error": repr(exception),
+                    },
+                )
+            else:
+                _log(
+                    logging.WARNING,
+                    "deposit_task_failed",
+                    {
+                        "tx_id": tx_id,
+                        "attempt": message.options.get("retries"),
+                        "error": repr(exception),
+                        "duration_ms": duration_ms,
+                    },
+                )
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self.timer.stop(message)
@@ -163,11 +189,11 @@ class DeadLetters(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        tx_id = _tx_id(message)
-        if exception is None or not message.failed or tx_id is None:
+        if exception is None or not message.failed:
             return
-        try:
-            self.mark_dead(tx_id, repr(exception))
-        except Exception:
-            # The row stays pending; the relay will offer it again later.
-            log.exception("deposit_mark_dead_failed", extra={"tx_id": tx_id})
+        for tx_id in tx_ids_of(message):
+            try:
+                self.mark_dead(tx_id, repr(exception))
+            except Exception:
+                # The row stays pending; the relay will offer it again later.
+                log.exception("deposit_mark_dead_failed", extra={"tx_id": tx_id})

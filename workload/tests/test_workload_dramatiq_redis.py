@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,13 +63,13 @@ def test_a_dramatiq_worker_consumes_what_credit_queue_sends(
     done = threading.Event()
 
     @dramatiq.actor(broker=broker, actor_name=CREDIT_ACTOR, queue_name=redis_settings.queue_name)
-    def credit(tx_id: str) -> None:
-        received.append(tx_id)
-        if len(received) == 3:
+    def credit(tx_ids: list[str]) -> None:
+        received.extend(tx_ids)
+        if len(received) == 250:
             done.set()
 
-    sent = [str(uuid.uuid4()) for _ in range(3)]
-    credit_queue(broker, redis_settings).send(sent)
+    sent = [str(uuid.uuid4()) for _ in range(250)]
+    credit_queue(broker, redis_settings).send(sent)  # three messages: 100, 100 and 50
     worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
@@ -82,7 +82,7 @@ def test_a_dramatiq_worker_consumes_what_credit_queue_sends(
 
 def test_prefetched_messages_go_back_to_the_queue(broker: Any, redis_settings: Settings) -> None:
     queue = credit_queue(broker, redis_settings)
-    queue.send([str(uuid.uuid4()) for _ in range(5)])
+    queue.send([str(uuid.uuid4()) for _ in range(5)], per_message=1)
     consumer = broker.consume(redis_settings.queue_name, prefetch=5, timeout=100)
     assert next(consumer) is not None  # one handed out, four in the prefetch cache
     assert length(redis_settings, redis_settings.queue_name) == 0
@@ -98,7 +98,7 @@ def test_a_dead_workers_messages_come_back_after_its_heartbeat_timeout(
     try:
         dead.declare_queue(settings.queue_name)
         CreditQueue(dead.client, settings.redis_namespace, settings.queue_name, _encode).send(
-            ["a", "b"]
+            ["a", "b"], per_message=1
         )
         consumer = dead.consume(settings.queue_name, prefetch=2, timeout=100)
         assert next(consumer) is not None  # both fetched: in the dead worker's ack set
@@ -114,11 +114,11 @@ def test_a_dead_workers_messages_come_back_after_its_heartbeat_timeout(
         close_broker(alive)
 
 
-def _encode(tx_id: str, redis_id: str, queue: str) -> bytes:
+def _encode(tx_ids: Sequence[str], redis_id: str, queue: str) -> bytes:
     return dramatiq.Message(
         queue_name=queue,
         actor_name=CREDIT_ACTOR,
-        args=(tx_id,),
+        args=(list(tx_ids),),
         kwargs={},
         options={"redis_message_id": redis_id},
     ).encode()

@@ -1,6 +1,6 @@
 """The relay and the worker's queues against real Redis and PostgreSQL: a backlog is never
 sent twice, a lost message is sent again, every queue of `CRICALGO_QUEUES` is consumed, and
-a batch of redelivered deposits credits each once."""
+messages of many deposits, redelivered, credit each once."""
 
 from __future__ import annotations
 
@@ -48,14 +48,14 @@ def test_relay_never_sends_again_a_message_still_in_the_queue(
 
     for _ in range(3):
         assert idle_worker.relay_once() == 0
-    assert queue_length(redis_server.url, settings) == 20
+    assert queue_length(redis_server.url, settings) == 1  # one message of 20 deposits
 
     # Redis loses its data (a restart without persistence): now the messages are lost.
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushdb()
     time.sleep(0.2)
     assert idle_worker.relay_once() == 20
-    assert queue_length(redis_server.url, settings) == 20
+    assert queue_length(redis_server.url, settings) == 1
 
 
 def test_relay_sends_again_once_the_grace_period_is_over(
@@ -112,8 +112,13 @@ def test_batches_of_redelivered_deposits_credit_each_once(
     tx_ids = [add_deposit(settings.database_url, users[i % 7], "1") for i in range(300)]
     parked = [add_deposit(settings.database_url, "stranger", "1") for _ in range(5)]
     worker = DepositWorker(replace(settings, worker_threads=16, relay_after_seconds=3600))
-    # Everything three times, interleaved: batches hold several copies of one deposit.
-    worker.queue.send((tx_ids + parked) * 3)
+    # Everything three times, interleaved: messages of 1 to 100 deposits, several carrying
+    # copies of one deposit, crediting concurrently on 16 threads.
+    everything = (tx_ids + parked) * 3
+    for size in (1, 7, 100):
+        worker.queue.send(everything[: len(everything) // 3], per_message=size)
+        everything = everything[len(everything) // 3 :]
+    worker.queue.send(everything)
     worker.start(serve_metrics=False)
     try:
         wait_for(
@@ -132,12 +137,35 @@ def test_batches_of_redelivered_deposits_credit_each_once(
         u: Decimal(len(tx_ids[i::7])) for i, u in enumerate(users)
     }
     assert {statuses(settings.database_url)[tx] for tx in parked} == {"unmatched"}
-    with psycopg.connect(settings.database_url) as conn:
-        # Each deposit's ledger entry comes after those of the same user received earlier.
-        rows = conn.execute(
-            "SELECT l.user_id, i.received_at FROM ledger_entries l JOIN deposit_inbox i"
-            " USING (tx_id) ORDER BY l.entry_id"
-        ).fetchall()
-    for user in users:
-        times = [t for u, t in rows if u == user]
-        assert times == sorted(times)
+
+
+def test_a_failing_deposit_dead_letters_alone_and_its_batch_is_credited(
+    settings: Settings,
+) -> None:
+    # A real failure inside PostgreSQL: crediting "slowpoke" sleeps past the statement
+    # timeout (half the actor's time limit), so the whole transaction is cancelled.
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN IF NEW.user_id = 'slowpoke' THEN PERFORM pg_sleep(5); END IF;"
+            " RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER stall BEFORE INSERT ON ledger_entries"
+            " FOR EACH ROW EXECUTE FUNCTION stall()"
+        )
+    add_user(settings.database_url, "slowpoke")
+    add_user(settings.database_url, "gina")
+    fine = [add_deposit(settings.database_url, "gina", "2") for _ in range(4)]
+    slow = add_deposit(settings.database_url, "slowpoke", "9")
+    worker = DepositWorker(
+        replace(settings, task_time_limit_ms=1000, task_max_retries=1, relay_after_seconds=3600)
+    )
+    worker.queue.send([*fine[:2], slow, *fine[2:]])  # one message of five deposits
+    worker.start(serve_metrics=False)
+    try:
+        wait_for(lambda: statuses(settings.database_url)[slow] == "dead", timeout=30)
+    finally:
+        worker.stop(timeout_ms=5000)
+    assert {statuses(settings.database_url)[tx] for tx in fine} == {"done"}
+    assert balances(settings.database_url) == {"gina": Decimal(8)}

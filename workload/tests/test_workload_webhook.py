@@ -189,4 +189,5 @@ async def test_batched_enqueue_is_consumed_by_a_dramatiq_consumer(
     finally:
         consumer.close()
         close_broker(broker)
-    assert sorted(received) == [(CREDIT_ACTOR, (tx_id,)) for tx_id in tx_ids]
+    # One message per send, carrying its deposits.
+    assert sorted(received) == [(CREDIT_ACTOR, (tx_ids[:3],)), (CREDIT_ACTOR, (tx_ids[3:],))]

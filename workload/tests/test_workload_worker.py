@@ -50,7 +50,7 @@ def test_deposit_is_credited_once_even_when_delivered_again(
     # Redelivery: Dramatiq delivers at least once; the relay may send it again too.
     for _ in range(3):
         enqueue_credit(worker.broker, settings, tx_id)
-    assert worker.credit(tx_id) == "already_done"
+    assert worker.credit([tx_id]) == ["already_done"]
     worker.broker.join(settings.queue_name, timeout=10_000)
     # The redeliveries are counted apart from the credit.
     metrics = wait_for(
