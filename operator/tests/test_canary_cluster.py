@@ -491,3 +491,37 @@ def test_a_severe_fault_is_rolled_back_between_ticks(canary: Canary) -> None:
     ticked = datetime.fromisoformat(passed["lastAnalysis"]["time"])
     rolled = datetime.fromisoformat(status["history"][-1]["finishedAt"])
     assert (rolled - ticked).total_seconds() < 30
+
+
+def test_a_pipeline_waits_for_the_outcome_with_kubectl_wait(canary: Canary) -> None:
+    """`kubectl wait --for=condition=Promoted` ends a CI job: True for the image that is
+    stable, False once it is rolled back, never the previous image's outcome."""
+
+    def wait(condition: str, timeout: str) -> subprocess.CompletedProcess[str]:
+        return canary.kube.kubectl(
+            "wait", "-n", canary.namespace, f"--for=condition={condition}", "cad/pay",
+            f"--timeout={timeout}", check=False,
+        )  # fmt: skip
+
+    canary.play("stable", V1)
+    canary.play("canary", V2, errors=5)  # failing checks, not fail-fast
+    canary.stable_first(failFastFactor=20, stepDuration="30s")
+    assert wait("Promoted", "30s").returncode == 0  # the first image is stable
+    canary.set_image(V2)
+    # The old True is about the previous generation: a wait for success does not match it.
+    assert wait("Promoted", "2s").returncode != 0
+    done = wait("Promoted=False", "120s")
+    assert done.returncode == 0, done.stderr
+    status = canary.status()
+    assert status["phase"] == "RolledBack"
+    promoted = next(c for c in status["conditions"] if c["type"] == "Promoted")
+    assert promoted["reason"] == "RolledBack"
+    assert IMAGE.format(V2) in promoted["message"]
+    # The fixture's Prometheus scrapes every second and the analysis reads 1 s windows:
+    # one scrape per window, which the operator reports.
+    window = next(c for c in status["conditions"] if c["type"] == "AnalysisWindowSufficient")
+    assert (window["status"], window["reason"]) == ("False", "ShorterThanTwoScrapes")
+    assert "AnalysisWindowTooShort" in canary.events()
+    # Back to the stable image: that image is the promoted one again, for the new generation.
+    canary.set_image(V1)
+    assert wait("Promoted", "60s").returncode == 0

@@ -1,4 +1,4 @@
-"""A thin async client for Prometheus' instant-query HTTP API.
+"""A thin async client for Prometheus' instant-query and targets HTTP API.
 
 Timeouts on every request, bounded retries with backoff for transport errors and 5xx,
 and typed errors so the caller can tell "Prometheus is down" from "the query is wrong".
@@ -64,13 +64,13 @@ class PrometheusClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _get(self, params: dict[str, str]) -> dict[str, Any]:
+    async def _get(self, params: dict[str, str], path: str = "/api/v1/query") -> dict[str, Any]:
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                response = await self._client.get("/api/v1/query", params=params)
+                response = await self._client.get(path, params=params)
             except httpx.TransportError as exc:  # connect, read, timeouts
                 last = exc
                 continue
@@ -96,6 +96,13 @@ class PrometheusClient:
             params["time"] = f"{at.timestamp():.3f}"
         data = (await self._get(params)).get("data") or {}
         return parse_result(data)
+
+    async def targets(self) -> dict[str, Any]:
+        """The `data` of /api/v1/targets for active targets (labels, scrapeInterval, ...)."""
+        data = (await self._get({"state": "active"}, "/api/v1/targets")).get("data")
+        if not isinstance(data, dict):
+            raise PrometheusResponseError(f"targets: no data object: {data!r}"[:200])
+        return data
 
 
 def _number(raw: Any) -> float:

@@ -39,6 +39,7 @@ from cricalgo_operator.canary.model import (
 )
 from cricalgo_operator.canary.prometheus import PrometheusClient
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
+from cricalgo_operator.canary.scrape_window import check_window, window_unchecked
 from cricalgo_operator.children import apply_children
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
@@ -202,6 +203,9 @@ async def tick(
     status = CanaryStatus.from_dict(cad.status)
     readings = Readings()
     if needs_readings(config, status):
+        url = config.prometheus_url or default_url
+        if url and window_unchecked(cad):
+            cad = await check_window(api, cad, url, config.analysis_interval, now)
         readings = await read_readings(cad, config, status, default_url, now)
     if fail_fast_only:
         decision = decide(config, status, readings, now)
