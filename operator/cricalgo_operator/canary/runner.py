@@ -205,7 +205,8 @@ async def tick(
     if needs_readings(config, status):
         url = config.prometheus_url or default_url
         if url and window_unchecked(cad):
-            cad = await check_window(api, cad, url, config.analysis_interval, now)
+            timeout = query_timeout(config.analysis_interval)
+            cad = await check_window(api, cad, url, config.analysis_interval, now, timeout)
         readings = await read_readings(cad, config, status, default_url, now)
     if fail_fast_only:
         decision = decide(config, status, readings, now)

@@ -93,14 +93,15 @@ def target_intervals(targets: dict[str, Any], namespace: str, app: str) -> list[
 
 
 async def check_window(
-    api: KubeApi, cad: Cad, url: str, analysis_interval: float, now: datetime
+    api: KubeApi, cad: Cad, url: str, analysis_interval: float, now: datetime, query_seconds: float
 ) -> Cad:
     """Read the targets' scrape interval and write the condition (and Event) if decided.
 
     Prometheus being unreachable, or having no target of the CR yet, writes nothing: the
-    next tick asks again. Returns the CR as written (or unchanged)."""
+    next tick asks again (so one attempt, within `query_seconds`, is enough). Returns the CR as
+    written (or unchanged)."""
     try:
-        async with PrometheusClient(url) as client:
+        async with PrometheusClient(url, timeout=query_seconds, retries=0) as client:
             targets = await client.targets()
     except PrometheusError as error:
         log.info("scrape interval of %s/%s unknown: %s", cad.namespace, cad.name, error)
