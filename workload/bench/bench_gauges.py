@@ -28,8 +28,8 @@ def add_pending(dsn: str, count: int, start: int) -> None:
         conn.execute(
             "INSERT INTO deposit_inbox (tx_id, provider, event_id, user_id, amount, currency,"
             " provider_reference, payload)"
-            " SELECT gen_random_uuid(), 'bench', 'e' || g, 'user' || (g %% 100), 5, 'EUR', 'r',"
-            " '\\x'::bytea FROM generate_series(%s::int, %s::int) g",
+            " SELECT gen_random_uuid(), 'bench', 'e' || g, 'user' || (g %% 100), 5, 'EUR',"
+            " 'r' || g, '\\x'::bytea FROM generate_series(%s::int, %s::int) g",
             (start, start + count - 1),
         )
         conn.execute("VACUUM ANALYZE deposit_inbox")

@@ -263,7 +263,8 @@ def crediting_latency(
                 " WHERE i.received_at >= %s) s",
                 (started[0] if started else None,),
             ).fetchone()
-        assert row is not None
+        if row is None or not row[2]:
+            raise RuntimeError(f"nothing credited; see {logs / 'worker-latency.log'}")
         return {"p50_ms": row[0], "p99_ms": row[1], "credited": row[2], "rps": sent["rps"]}
     finally:
         stop(worker)

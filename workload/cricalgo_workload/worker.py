@@ -22,7 +22,7 @@ from .metrics import PoolCollector, WorkerMetrics
 from .metrics_server import MetricsServer
 from .relay import Relay, RetryMarks
 from .settings import Settings
-from .worker_middleware import DeadLetters, TaskLogs, TaskMetrics
+from .worker_middleware import DeadLetters, Outcomes, TaskLogs, TaskMetrics
 from .worker_probes import threads_alive, worker_ready
 
 log = logging.getLogger("cricalgo.workload.worker")
@@ -38,11 +38,12 @@ class DepositWorker:
         self.settings = settings
         self.metrics = WorkerMetrics.create(settings.track, settings.version)
         self.pool = create_pool(settings)
+        self.outcomes = Outcomes()
         self.broker = create_broker(
             settings,
             [
-                TaskMetrics(self.metrics, settings.track, settings.version),
-                TaskLogs(),
+                TaskMetrics(self.metrics, settings.track, settings.version, self.outcomes),
+                TaskLogs(self.outcomes),
                 DeadLetters(self._mark_dead),
             ],
         )
@@ -63,10 +64,10 @@ class DepositWorker:
             "max_retries": settings.task_max_retries,
             "time_limit": settings.task_time_limit_ms,
         }
-        self.actor = dramatiq.actor(actor_name=CREDIT_ACTOR, **options)(self.credit)
+        self.actor = dramatiq.actor(actor_name=CREDIT_ACTOR, **options)(self._credit_message)
         # Messages of one deposit, as versions before batches sent them (a canary's stable
         # webhook may still send them to this worker).
-        dramatiq.actor(actor_name=SINGLE_CREDIT_ACTOR, **options)(self.credit_one)
+        dramatiq.actor(actor_name=SINGLE_CREDIT_ACTOR, **options)(self._credit_one_message)
         for queue in settings.queues:
             self.broker.declare_queue(queue)
         self._worker: dramatiq.Worker | None = None
@@ -96,9 +97,14 @@ class DepositWorker:
             log.warning("deposit_settle_failed", extra={"error": repr(exc)})
         return [outcomes[tx_id].value for tx_id in tx_ids]
 
-    def credit_one(self, tx_id: str) -> str:
+    def _credit_message(self, tx_ids: list[str]) -> None:
+        """The actor: hands each deposit's outcome to the metrics and logs middleware."""
+        self.outcomes.clear()
+        self.outcomes.record(self.credit(tx_ids))
+
+    def _credit_one_message(self, tx_id: str) -> None:
         """The actor for a message of one deposit."""
-        return self.credit([tx_id])[0]
+        self._credit_message([tx_id])
 
     def relay_once(self) -> int:
         """One round of the relay (tests and the runbook call it directly)."""

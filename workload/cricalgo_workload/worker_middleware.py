@@ -44,8 +44,22 @@ def tx_ids_of(message: Any) -> list[str]:
     return [str(tx) for tx in first] if isinstance(first, list) else [str(first)]
 
 
-def _results(result: Any) -> list[Any]:
-    return result if isinstance(result, list) else [result]
+class Outcomes:
+    """The outcomes of the message the current thread is processing, handed from the actor
+    to the middleware. The actor returns None: Dramatiq logs a warning for every message
+    whose actor returns a value without its Results middleware."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def record(self, outcomes: list[str]) -> None:
+        self._local.outcomes = outcomes
+
+    def clear(self) -> None:
+        self._local.outcomes = []
+
+    def current(self) -> list[str]:
+        return list(getattr(self._local, "outcomes", []))
 
 
 def _log(level: int, event: str, extra: dict[str, Any]) -> None:
@@ -77,8 +91,11 @@ class TaskMetrics(Middleware):
     `cricalgo_dead_letters_total`: one outcome per execution (alerts divide the failing
     ones by the total)."""
 
-    def __init__(self, metrics: WorkerMetrics, track: str, version: str) -> None:
+    def __init__(
+        self, metrics: WorkerMetrics, track: str, version: str, outcomes: Outcomes
+    ) -> None:
         self.metrics = metrics
+        self.outcomes = outcomes
         self.labels = {"track": track, "version": version}
         self.timer = _Timer()
 
@@ -98,7 +115,9 @@ class TaskMetrics(Middleware):
         self.metrics.task_duration.labels(actor=actor, **self.labels).observe(duration)
         if exception is None:
             # One outcome per deposit (alerts divide the failing ones by the total).
-            counts = collections.Counter(OUTCOMES.get(r, "credited") for r in _results(result))
+            counts = collections.Counter(
+                OUTCOMES.get(r, "credited") for r in self.outcomes.current()
+            )
         elif message.failed:
             counts = collections.Counter({"dead_letter": 1})
             self.metrics.dead_letters.labels(actor=actor, **self.labels).inc()
@@ -115,8 +134,9 @@ class TaskLogs(Middleware):
     """`deposit_task_started`, `deposit_task_completed`, `deposit_task_failed` and
     `deposit_dead_lettered`, with the attempt, time in the queue and duration."""
 
-    def __init__(self) -> None:
+    def __init__(self, outcomes: Outcomes) -> None:
         self.timer = _Timer()
+        self.outcomes = outcomes
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self.timer.start(message)
@@ -140,7 +160,7 @@ class TaskLogs(Middleware):
         duration_ms = round(self.timer.stop(message) * 1000, 2)
         tx_ids = tx_ids_of(message)
         if exception is None:
-            for tx_id, outcome in zip(tx_ids, _results(result), strict=False):
+            for tx_id, outcome in zip(tx_ids, self.outcomes.current(), strict=False):
                 _log(
                     logging.INFO,
                     "deposit_task_completed",

@@ -64,7 +64,7 @@ def test_relay_sends_again_once_the_grace_period_is_over(
     # A message queued for longer than the grace period is presumed lost (a worker killed
     # while the relay's maintenance could not run, a dead letter whose row stayed pending).
     worker = DepositWorker(
-        replace(settings, relay_after_seconds=0.1, relay_queued_grace_seconds=0.3)
+        replace(settings, relay_after_seconds=0.1, relay_queued_grace_seconds=3.0)
     )
     worker.pool.open(wait=True)
     try:
@@ -72,7 +72,7 @@ def test_relay_sends_again_once_the_grace_period_is_over(
         worker.queue.send([tx_id])
         time.sleep(0.2)
         assert worker.relay_once() == 0
-        time.sleep(0.5)
+        time.sleep(3.0)
         assert worker.relay_once() == 1
         assert queue_length(redis_server.url, settings) == 2
     finally:
