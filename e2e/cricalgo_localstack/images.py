@@ -164,6 +164,8 @@ def build_image(role: str, tag: str, base: str) -> BuiltImage:
     docker(
         "build",
         "-q",
+        # A failed step's container goes too: nothing is left behind.
+        "--force-rm",
         "--build-arg",
         f"BASE={base}",
         "--build-arg",

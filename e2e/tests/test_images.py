@@ -5,25 +5,36 @@ nothing inside that the role does not run (no compiler, no pip, no harness, no o
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
+import yaml
 from cricalgo_localstack import images
+from cricalgo_localstack.binaries import ensure_helm
 from cricalgo_localstack.deposits import deposit_body, new_secret, post_deposit
 from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.processes import free_port
+from cricalgo_localstack.pytest_plugin import KubeCluster
 from cricalgo_localstack.services import PostgresServer, RedisServer
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
 
-pytestmark = pytest.mark.slow
+# Building both images cold (pip installing every dependency) on a loaded 2-core machine can
+# take longer than the suite's default per-test bound; the first test pays for the fixture.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TAG = "test"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "cricalgo-operator"
+EXAMPLE = REPO / "docs" / "examples" / "minimal.yaml"
 COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "x86_64-linux-gnu-gcc", "make", "ld")
 
 
@@ -43,7 +54,7 @@ def _paths(image: str) -> list[str]:
     finally:
         images.docker("rm", "-f", container)
     with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
-        return ["/" + name.lstrip("./") for name in archive.getnames()]
+        return ["/" + name.removeprefix("./") for name in archive.getnames()]
 
 
 @pytest.mark.parametrize("role", images.ROLES)
@@ -215,3 +226,118 @@ def test_the_workload_image_serves_and_credits_under_the_rendered_security_conte
     finally:
         app.remove()
         worker.remove()
+
+
+def _render_chart(namespace: str, metrics_port: int, liveness_port: int) -> list[dict[str, Any]]:
+    """`helm template` of the operator's chart for one watched namespace, with its CRDs."""
+    proc = subprocess.run(
+        [
+            str(ensure_helm()),
+            "template",
+            "cricalgo",
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--include-crds",
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+            "--set",
+            f"image.repository=cricalgo/operator,image.tag={TAG}",
+            "--set",
+            f"metrics.port={metrics_port},livenessPort={liveness_port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def _container_env(container: dict[str, Any], pod_ip: str, namespace: str) -> dict[str, str]:
+    """The container's env as a kubelet resolves it for a pod at `pod_ip`."""
+    fields = {"status.podIP": pod_ip, "metadata.namespace": namespace}
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+@pytest.mark.cluster
+def test_the_operator_image_reconciles_as_the_chart_runs_it(
+    built: dict[str, images.BuiltImage],
+    kube_cluster: KubeCluster,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The chart's Deployment, run by docker: its args, env and security context, its own
+    ServiceAccount's token mounted where a kubelet mounts it, never the admin kubeconfig."""
+    metrics_port, liveness_port = free_port(), free_port()
+    manifests = _render_chart(namespace, metrics_port, liveness_port)
+    (deployment,) = [m for m in manifests if m["kind"] == "Deployment"]
+    others = [m for m in manifests if m["kind"] != "Deployment"]
+    kube_cluster.kubectl(
+        "apply", "--server-side", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(others)
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == built["operator"].name
+    account = pod["serviceAccountName"]
+    token = kube_cluster.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+    secrets = tmp_path / "serviceaccount"
+    secrets.mkdir()
+    (secrets / "token").write_text(token)
+    (secrets / "namespace").write_text(namespace)
+    assert kube_cluster.ca_file is not None
+    (secrets / "ca.crt").write_bytes(kube_cluster.ca_file.read_bytes())
+    for path in (secrets, *secrets.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    api = urlsplit(kube_cluster.server)
+    env = {
+        **_container_env(container, "127.0.0.1", namespace),
+        "KUBERNETES_SERVICE_HOST": api.hostname or "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(api.port),
+    }
+    flags = [
+        *_docker_flags_from(pod),
+        "-v",
+        f"{secrets}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+    ]
+    assert "--read-only" in flags
+    assert not any(flag.startswith("--tmpfs") for flag in flags)
+    operator = Container(built["operator"].name, flags, env, *container["args"])
+    cr = yaml.safe_load(EXAMPLE.read_text())
+    try:
+
+        def alive() -> bool:
+            assert operator.running(), operator.logs()
+            try:
+                url = f"http://127.0.0.1:{liveness_port}/healthz"
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("the operator image's liveness endpoint", alive, 180, context=operator.logs)
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert "cricalgo_operator_" in metrics
+
+        kube_cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+
+        def children() -> set[str] | None:
+            listed = json.loads(
+                kube_cluster.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout
+            )
+            names = {item["metadata"]["name"] for item in listed["items"]}
+            return names if {"payments-app", "payments-worker"} <= names else None
+
+        wait_for("the CR's child Deployments", children, 180, context=operator.logs)
+    finally:
+        kube_cluster.kubectl(
+            "delete", "cad", cr["metadata"]["name"], "-n", namespace,
+            "--ignore-not-found", "--timeout=60s", check=False,
+        )  # fmt: skip
+        operator.remove()
