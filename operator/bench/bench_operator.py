@@ -86,11 +86,11 @@ def _metric_sum(text: str, name: str, labels: str = "") -> float:
     return total
 
 
-async def _writes(api: KubeApi, metrics_url: str) -> float:
+async def _writes(server_client: httpx.AsyncClient, metrics_url: str) -> float:
     async with httpx.AsyncClient() as client:
         ours_text = (await client.get(metrics_url)).text
     ours = _metric_sum(ours_text, "cricalgo_operator_api_writes_total{")
-    server = (await api.http.get("/metrics")).text
+    server = (await server_client.get("/metrics")).text
     kopf = sum(
         float(m.group(1))
         for m in re.finditer(
@@ -110,7 +110,9 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def _measure(admin: KubeApi, operator_pid: int, metrics_url: str) -> None:
+async def _measure(
+    admin: KubeApi, server: httpx.AsyncClient, operator_pid: int, metrics_url: str
+) -> None:
     # Baseline: the same children applied by a client directly (CRs nobody watches).
     baseline = []
     for i in range(20):
@@ -134,7 +136,7 @@ async def _measure(admin: KubeApi, operator_pid: int, metrics_url: str) -> None:
         await _wait_reconciled(admin, f"lat-{i}")
         latencies.append(time.perf_counter() - started)
 
-    writes_before = await _writes(admin, metrics_url)
+    writes_before = await _writes(server, metrics_url)
     started = time.perf_counter()
     names = [f"load-{i}" for i in range(100)]
     gate = asyncio.Semaphore(20)
@@ -146,12 +148,12 @@ async def _measure(admin: KubeApi, operator_pid: int, metrics_url: str) -> None:
     await asyncio.gather(*(create(n) for n in names))
     pending = set(names)
     while pending:
-        items = (await admin.http.get(f"/apis/{API}/namespaces/{NS}/cricalgodeployments")).json()
-        pending -= {i["metadata"]["name"] for i in items["items"] if _reconciled(i)}
+        items = await admin.list(API, KIND, NS)
+        pending -= {i["metadata"]["name"] for i in items if _reconciled(i)}
         await asyncio.sleep(0.05)
     total = time.perf_counter() - started
     await asyncio.sleep(2)  # let readiness updates triggered by the children settle
-    writes = (await _writes(admin, metrics_url)) - writes_before
+    writes = (await _writes(server, metrics_url)) - writes_before
 
     median, base = statistics.median(latencies), statistics.median(baseline)
     base_conc = statistics.median(baseline_concurrent)
@@ -247,11 +249,15 @@ def main() -> int:
                 time.sleep(0.1)
 
             async def run() -> None:
-                admin = KubeApi.from_connection(load_connection(str(plane.kubeconfig)))
+                admin = KubeApi.connect(str(plane.kubeconfig))
+                info = load_connection(str(plane.kubeconfig))
+                server = httpx.AsyncClient(base_url=info.server, verify=info.as_ssl_context())
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
                 try:
-                    await _measure(admin, operator.pid, f"http://127.0.0.1:{metrics_port}/metrics")
+                    await _measure(admin, server, operator.pid, metrics_url)
                 finally:
                     await admin.close()
+                    await server.aclose()
 
             asyncio.run(run())
         finally:

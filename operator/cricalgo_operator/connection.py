@@ -2,14 +2,13 @@
 
 Both Kopf (through its login handler) and our own API client use the one
 `kopf.ConnectionInfo` this module returns, so they always act as the same identity.
+A client key embedded in a kubeconfig is kept in memory only, never written to disk.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import ssl
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,55 @@ import yaml
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-def load_connection(kubeconfig: str | None) -> kopf.ConnectionInfo:
-    """Credentials from `kubeconfig` (current context) or, without one, the in-cluster token."""
+def load_connection(kubeconfig: str | None, sa_dir: Path | None = None) -> kopf.ConnectionInfo:
+    """Credentials from `kubeconfig` (current context) or, without one, the in-cluster token.
+
+    Called again whenever Kopf's login handler runs (at start and after a 401), so a
+    rotated token file is read afresh.
+    """
     if kubeconfig:
         return _from_kubeconfig(Path(kubeconfig).expanduser())
-    if (SA_DIR / "token").exists():
+    sa_dir = sa_dir or SA_DIR
+    if (sa_dir / "token").exists():
         host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        namespace = SA_DIR / "namespace"
+        namespace = sa_dir / "namespace"
         return kopf.ConnectionInfo(
             server=f"https://{host}:{port}",
-            ca_path=str(SA_DIR / "ca.crt"),
-            token=(SA_DIR / "token").read_text().strip(),
+            ca_path=str(sa_dir / "ca.crt"),
+            token=(sa_dir / "token").read_text().strip(),
             default_namespace=namespace.read_text().strip() if namespace.exists() else None,
         )
     raise kopf.LoginError("no kubeconfig given and no service-account token mounted")
+
+
+def token_file(kubeconfig: str | None, sa_dir: Path | None = None) -> str | None:
+    """The file the bearer token is read from, if any: bound tokens expire and are
+    rotated in place by the kubelet, so clients re-read it rather than keep the first."""
+    if not kubeconfig:
+        path = (sa_dir or SA_DIR) / "token"
+        return str(path) if path.exists() else None
+    path = Path(kubeconfig).expanduser()
+    config: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    context = _named(config, path, "contexts", config.get("current-context") or "")
+    user = _named(config, path, "users", context.get("user") or "")
+    found = user.get("tokenFile")
+    if not found:
+        return None
+    return found if os.path.isabs(found) else str(path.parent / found)
+
+
+def _named(config: dict[str, Any], path: Path, section: str, name: str) -> dict[str, Any]:
+    for item in config.get(section) or []:
+        if item.get("name") == name:
+            return dict(item.get(section[:-1]) or {})
+    raise kopf.LoginError(f"{path}: no {section[:-1]} named {name!r}")
+
+
+def _token(token: str | None, path: str | None) -> str | None:
+    if token or not path:
+        return token
+    return Path(path).read_text().strip()
 
 
 def _from_kubeconfig(path: Path) -> kopf.ConnectionInfo:
@@ -42,15 +75,9 @@ def _from_kubeconfig(path: Path) -> kopf.ConnectionInfo:
     if not current:
         raise kopf.LoginError(f"{path}: current-context is not set")
 
-    def named(section: str, name: str) -> dict[str, Any]:
-        for item in config.get(section) or []:
-            if item.get("name") == name:
-                return dict(item.get(section[:-1]) or {})
-        raise kopf.LoginError(f"{path}: no {section[:-1]} named {name!r}")
-
-    context = named("contexts", current)
-    cluster = named("clusters", context["cluster"])
-    user = named("users", context["user"])
+    context = _named(config, path, "contexts", current)
+    cluster = _named(config, path, "clusters", context["cluster"])
+    user = _named(config, path, "users", context["user"])
     base = path.parent
 
     def rel(value: str | None) -> str | None:
@@ -61,30 +88,12 @@ def _from_kubeconfig(path: Path) -> kopf.ConnectionInfo:
         ca_path=rel(cluster.get("certificate-authority")),
         ca_data=cluster.get("certificate-authority-data"),
         insecure=cluster.get("insecure-skip-tls-verify"),
-        certificate_path=rel(user.get("client-certificate")),
-        certificate_data=user.get("client-certificate-data"),
-        private_key_path=rel(user.get("client-key")),
-        private_key_data=user.get("client-key-data"),
-        token=user.get("token"),
+        certificate_path=rel(user.get("client-certificate"))
+        or _in_memory(user.get("client-certificate-data")),
+        private_key_path=rel(user.get("client-key")) or _in_memory(user.get("client-key-data")),
+        token=_token(user.get("token"), rel(user.get("tokenFile"))),
         default_namespace=context.get("namespace"),
     )
-
-
-def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    """An SSL context for httpx that trusts the cluster CA and presents the client cert."""
-    if info.insecure:
-        return False
-    if info.ca_path:
-        context = ssl.create_default_context(cafile=os.fsdecode(info.ca_path))
-    elif info.ca_data:
-        context = ssl.create_default_context(cadata=_pem(info.ca_data))
-    else:
-        context = ssl.create_default_context()
-    cert = _as_file(info.certificate_path, info.certificate_data)
-    key = _as_file(info.private_key_path, info.private_key_data)
-    if cert and key:
-        context.load_cert_chain(cert, key)
-    return context
 
 
 def _pem(data: str | bytes) -> str:
@@ -92,13 +101,19 @@ def _pem(data: str | bytes) -> str:
     return base64.b64decode(data).decode()
 
 
-def _as_file(path: Any, data: str | bytes | None) -> str | None:
-    if path:
-        return os.fsdecode(path)
+# One anonymous in-memory file per distinct PEM, kept open for the process's lifetime:
+# `ssl` loads client certificates only from paths, and /proc/self/fd/N of a memfd is a
+# path whose bytes never reach a disk (a temporary file would, and could be left behind).
+_memory_files: dict[str, int] = {}
+
+
+def _in_memory(data: str | bytes | None) -> str | None:
     if not data:
         return None
-    # ssl only loads client certificates from files.
-    handle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
-    with handle:
-        handle.write(_pem(data))
-    return handle.name
+    pem = _pem(data)
+    fd = _memory_files.get(pem)
+    if fd is None:
+        fd = os.memfd_create("cricalgo-credential", os.MFD_CLOEXEC)
+        os.write(fd, pem.encode())
+        _memory_files[pem] = fd
+    return f"/proc/self/fd/{fd}"

@@ -10,13 +10,12 @@ import logging
 import time
 from typing import Any
 
-import httpx
 import kopf
 
 from . import metrics
 from .config import OperatorConfig
 from .connection import load_connection
-from .kubeapi import ApiError, KubeApi
+from .kubeapi import ApiError, KubeApi, TransportError
 from .model import Cad
 from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
 from .readiness import DeploymentReadiness, deployment_readiness
@@ -64,7 +63,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # No CRD or namespace watching: the operator's resources are fixed at start.
     settings.scanning.disabled = True
     settings.execution.max_workers = 10
-    memo.api = KubeApi.from_connection(load_connection(config.kubeconfig))
+    memo.api = KubeApi.connect(config.kubeconfig)
 
 
 @kopf.on.cleanup()
@@ -116,7 +115,7 @@ async def reconcile_cad(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             raise kopf.PermanentError(f"the API server rejected a child: {error}") from error
         # 409: someone wrote the CR meanwhile; 403: RBAC may be fixed; 5xx: transient.
         raise kopf.TemporaryError(str(error), delay=1 if error.status == 409 else 10) from error
-    except httpx.TransportError as error:
+    except TransportError as error:
         metrics.reconcile_errors.labels(KIND).inc()
         raise kopf.TemporaryError(f"API server unreachable: {error!r}", delay=5) from error
     finally:
@@ -156,7 +155,7 @@ async def child_changed(
         if kind == "Deployment" and deployments is not None:
             mine = list(deployments.get((namespace, cad.name), []))
             await refresh_readiness(memo.api, cad, mine, _now())
-    except (ApiError, httpx.TransportError) as error:
+    except (ApiError, TransportError) as error:
         metrics.reconcile_errors.labels(kind).inc()
         logger.warning(f"could not repair {kind} {name}: {error!r}")
 

@@ -1,24 +1,38 @@
-"""A small async Kubernetes API client: server-side apply, get, list, delete, status, events.
+"""The operator's Kubernetes API access: a thin adapter over lightkube's AsyncClient.
 
-Only the kinds the operator manages are known (RESOURCES); paths are built from that
-table, so no discovery round-trips. Every write goes through this client under the one
-field manager `cricalgo-operator`, and `writes` counts them (benchmarks report it).
+Manifests stay plain dicts on both sides (rendering is pure and knows no client). The
+kinds the operator manages are known up front (RESOURCES), so there are no discovery
+round-trips. Every write goes through `apply`, `patch`, `patch_status`, `create` or
+`delete`, under the one field manager `cricalgo-operator`, and `writes` counts them
+(benchmarks report it). Library errors become `ApiError` (HTTP status + message), so
+callers branch on `error.status` without knowing the library.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 import kopf
+import msgspec
+from lightkube import ApiError as LibraryError
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.config.models import Cluster, User
+from lightkube.core.resource_registry import resource_registry
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import CascadeType, PatchType
 
 from . import metrics
-from .connection import ssl_context
+from .connection import load_connection, token_file
 from .naming import FIELD_MANAGER
 
 Manifest = dict[str, Any]
+
+# The transport's failures (connection refused, timeouts): "not yet", never permanent.
+TransportError = httpx2.TransportError
 
 # (apiVersion, kind) -> plural. All are namespaced.
 RESOURCES: dict[tuple[str, str], str] = {
@@ -36,6 +50,16 @@ RESOURCES: dict[tuple[str, str], str] = {
 KIND_VERSIONS: dict[str, str] = {kind: version for (version, kind) in RESOURCES}
 
 
+def resource_class(api_version: str, kind: str) -> Any:
+    """lightkube's class for a kind: its own model for built-in kinds, generic otherwise."""
+    plural = RESOURCES[(api_version, kind)]
+    group, _, version = api_version.rpartition("/")
+    if "." in group and not group.endswith(".k8s.io"):
+        # Custom resources (Istio's, ours): dict-like generic classes, registered once.
+        return create_namespaced_resource(group, version, kind, plural)
+    return resource_registry.load(api_version, kind)
+
+
 class ApiError(Exception):
     """The API server refused a request; `status` is the HTTP code."""
 
@@ -48,65 +72,73 @@ class ApiError(Exception):
     def retryable(self) -> bool:
         return self.status in (409, 429) or self.status >= 500
 
+    @classmethod
+    def from_library(cls, error: LibraryError) -> ApiError:
+        return cls(int(error.status.code or 0), str(error.status.message or error))
 
-def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    plural = RESOURCES[(api_version, kind)]
-    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    path = f"{root}/namespaces/{namespace}/{plural}"
-    return f"{path}/{name}" if name else path
+
+def _as_dict(obj: Any) -> Manifest:
+    """A response as a plain dict (lightkube returns models for built-in kinds)."""
+    if isinstance(obj, dict):
+        return dict(obj)
+    result: Manifest = msgspec.to_builtins(obj)
+    return result
+
+
+def _labels(selector: Mapping[str, str] | None) -> dict[str, Any] | None:
+    return dict(selector) if selector else None
 
 
 @dataclass
 class KubeApi:
     """Async client bound to one server and identity. Create it inside the event loop."""
 
-    http: httpx.AsyncClient
+    client: AsyncClient
     writes: int = 0
 
     @classmethod
-    def from_connection(cls, info: kopf.ConnectionInfo, timeout: float = 30.0) -> KubeApi:
-        headers = {"Accept": "application/json"}
-        if info.token:
-            headers["Authorization"] = f"Bearer {info.token}"
-        http = httpx.AsyncClient(
-            base_url=info.server,
-            verify=ssl_context(info),
-            headers=headers,
+    def from_connection(
+        cls, info: kopf.ConnectionInfo, *, token_file: str | None = None, timeout: float = 30.0
+    ) -> KubeApi:
+        """A client acting as `info`'s identity.
+
+        TLS comes from Kopf's own `ConnectionInfo.as_ssl_context` (the client key is an
+        in-memory file, see `connection`). With `token_file`, lightkube re-reads the
+        token after a 401: bound ServiceAccount tokens expire and the kubelet rotates them.
+        """
+        transport = httpx2.AsyncHTTPTransport(
+            verify=info.as_ssl_context(),
+            limits=httpx2.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+        user = User(token=info.token, token_file=token_file)
+        config = KubeConfig.from_one(
+            cluster=Cluster(server=info.server),
+            user=user,
+            namespace=info.default_namespace or "default",
+        )
+        client = AsyncClient(
+            config,
+            field_manager=FIELD_MANAGER,
             # Requests queue for a connection without a deadline (pool=None): under a
             # burst of CRs that is back-pressure, not an error; each request still has
             # `timeout` once sent.
-            timeout=httpx.Timeout(timeout, pool=None),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+            timeout=httpx2.Timeout(timeout, pool=None),
+            transport=transport,
+            trust_env=False,
         )
-        return cls(http)
+        return cls(client)
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None) -> KubeApi:
+        """A client for `kubeconfig`'s current context, or the pod's ServiceAccount."""
+        return cls.from_connection(load_connection(kubeconfig), token_file=token_file(kubeconfig))
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.client.close()
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        content = None if body is None else json.dumps(body)
-        headers = {"Content-Type": content_type} if content is not None else None
-        if method != "GET":
-            self.writes += 1
-            metrics.api_writes.labels(method).inc()
-        response = await self.http.request(
-            method, path, params=params, content=content, headers=headers
-        )
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("message", response.text)
-            except ValueError:
-                message = response.text
-            raise ApiError(response.status_code, message)
-        return response.json() if response.content else None
+    def _count_write(self, method: str) -> None:
+        self.writes += 1
+        metrics.api_writes.labels(method).inc()
 
     async def apply(self, manifest: Manifest, *, force: bool = True) -> Manifest:
         """Server-side apply under our field manager.
@@ -115,47 +147,63 @@ class KubeApi:
         fields we never declare (replicas under an HPA, user labels) stay theirs.
         """
         meta = manifest["metadata"]
-        path = resource_path(
-            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
-        )
-        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
-        result: Manifest = await self._request(
-            "PATCH", path, params=params, body=manifest, content_type="application/apply-patch+yaml"
-        )
-        return result
+        res = resource_class(manifest["apiVersion"], manifest["kind"])
+        self._count_write("PATCH")
+        try:
+            result = await self.client.patch(
+                res,
+                meta["name"],
+                manifest,
+                namespace=meta["namespace"],
+                patch_type=PatchType.APPLY,
+                field_manager=FIELD_MANAGER,
+                force=force,
+            )
+        except LibraryError as error:
+            raise ApiError.from_library(error) from error
+        return _as_dict(result)
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         try:
-            result: Manifest = await self._request(
-                "GET", resource_path(api_version, kind, namespace, name)
+            result = await self.client.get(
+                resource_class(api_version, kind), name, namespace=namespace
             )
-        except ApiError as error:
-            if error.status == 404:
+        except LibraryError as error:
+            if error.status.code == 404:
                 return None
-            raise
-        return result
+            raise ApiError.from_library(error) from error
+        return _as_dict(result)
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        label_selector: Mapping[str, str] | None = None,
     ) -> list[Manifest]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        result = await self._request(
-            "GET", resource_path(api_version, kind, namespace), params=params
+        """Every object of a kind in `namespace` whose labels match `label_selector`."""
+        found = self.client.list(
+            resource_class(api_version, kind), namespace=namespace, labels=_labels(label_selector)
         )
-        return list(result.get("items") or [])
+        try:
+            return [_as_dict(item) async for item in found]
+        except LibraryError as error:
+            raise ApiError.from_library(error) from error
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete if present; returns whether something was deleted."""
+        self._count_write("DELETE")
         try:
-            await self._request(
-                "DELETE",
-                resource_path(api_version, kind, namespace, name),
-                body={"propagationPolicy": "Background"},
+            await self.client.delete(
+                resource_class(api_version, kind),
+                name,
+                namespace=namespace,
+                cascade=CascadeType.BACKGROUND,
             )
-        except ApiError as error:
-            if error.status == 404:
+        except LibraryError as error:
+            if error.status.code == 404:
                 return False
-            raise
+            raise ApiError.from_library(error) from error
         return True
 
     async def patch(
@@ -166,13 +214,18 @@ class KubeApi:
         Unlike `apply`, it takes no ownership of the fields it sets: for one-shot writes
         such as the control annotations, which their writer or the operator deletes.
         """
-        result: Manifest = await self._request(
-            "PATCH",
-            resource_path(api_version, kind, namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
-        return result
+        self._count_write("PATCH")
+        try:
+            result = await self.client.patch(
+                resource_class(api_version, kind),
+                name,
+                patch,
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except LibraryError as error:
+            raise ApiError.from_library(error) from error
+        return _as_dict(result)
 
     async def patch_status(
         self,
@@ -188,17 +241,31 @@ class KubeApi:
         With `resource_version` the patch only lands on that exact version (else 409),
         so a writer working from a stale read cannot clobber a newer status.
         """
-        path = resource_path(api_version, kind, namespace, name) + "/status"
         body: dict[str, Any] = {"status": patch}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        result: Manifest = await self._request(
-            "PATCH", path, body=body, content_type="application/merge-patch+json"
-        )
-        return result
+        status_class = resource_class(api_version, kind).Status
+        self._count_write("PATCH")
+        try:
+            result = await self.client.patch(
+                status_class, name, body, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except LibraryError as error:
+            raise ApiError.from_library(error) from error
+        return _as_dict(result)
 
     async def create(self, manifest: Manifest) -> Manifest:
-        meta = manifest["metadata"]
-        path = resource_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
-        result: Manifest = await self._request("POST", path, body=manifest)
-        return result
+        res = resource_class(manifest["apiVersion"], manifest["kind"])
+        self._count_write("POST")
+        try:
+            result = await self.client.create(_as_object(res, manifest))
+        except LibraryError as error:
+            raise ApiError.from_library(error) from error
+        return _as_dict(result)
+
+
+def _as_object(res: Any, manifest: Manifest) -> Any:
+    """`create` posts a resource object; generic classes are dicts, models convert."""
+    if issubclass(res, dict):
+        return res(manifest)
+    return res.from_dict(manifest)

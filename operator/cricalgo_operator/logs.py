@@ -37,4 +37,5 @@ def configure_logging(log_format: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # One line per API request is too much at INFO; errors surface as exceptions.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    for client in ("httpx", "httpx2"):
+        logging.getLogger(client).setLevel(max(logging.WARNING, root.level))

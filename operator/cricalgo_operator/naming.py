@@ -54,10 +54,10 @@ def instance_labels(name: str) -> dict[str, str]:
     }
 
 
-def children_selector(name: str, track: Track | None = None) -> str:
-    """A label selector (query string form) for the CR's children, of one track if given."""
-    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by={MANAGED_BY}"
-    return selector if track is None else f"{selector},track={track}"
+def children_selector(name: str, track: Track | None = None) -> dict[str, str]:
+    """The labels (all must match) of the CR's children, of one track if given."""
+    selector = {"app.kubernetes.io/instance": name, "app.kubernetes.io/managed-by": MANAGED_BY}
+    return selector if track is None else {**selector, "track": track}
 
 
 def selector_labels(name: str, component: Component, track: Track | None) -> dict[str, str]:

@@ -25,7 +25,6 @@ from cricalgo_operator.canary.controls import (
     request_patch,
     request_stamp,
 )
-from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import with_defaults
 from cricalgo_operator.naming import API_VERSION, KIND
@@ -119,9 +118,8 @@ def _kubeconfig(explicit: str | None) -> str | None:
 
 
 async def run(args: argparse.Namespace, out: TextIO) -> int:
-    info = load_connection(_kubeconfig(args.kubeconfig))
-    namespace = args.namespace or info.default_namespace or "default"
-    api = KubeApi.from_connection(info)
+    api = KubeApi.connect(_kubeconfig(args.kubeconfig))
+    namespace = args.namespace or api.client.namespace
     try:
         body = await api.get(API_VERSION, KIND, namespace, args.name)
         if body is None:

@@ -26,7 +26,6 @@ from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.processes import free_port
 from cricalgo_operator.canary.controls import consumed_patch, patch_cad, request_patch
 from cricalgo_operator.children import drifted
-from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
@@ -225,7 +224,7 @@ async def act_as(
     kubeconfig: Path, namespace: str, action: Callable[[KubeApi, Cad], Awaitable[Cad]]
 ) -> Cad:
     """Run a rollout primitive on the CR `pay` with the credentials of `kubeconfig`."""
-    api = KubeApi.from_connection(load_connection(str(kubeconfig)))
+    api = KubeApi.connect(str(kubeconfig))
     try:
         # The status write is conditional on the CR's resourceVersion; when the operator
         # wrote status in between, read again and retry, as any client of the API must.
@@ -499,7 +498,7 @@ async def test_merge_patch_of_the_cr_is_counted_like_every_write(
     cluster: Cluster, kube_cluster: Any
 ) -> None:
     cluster.apply(cr("none"))
-    api = KubeApi.from_connection(load_connection(str(kube_cluster.kubeconfig)))
+    api = KubeApi.connect(str(kube_cluster.kubeconfig))
     try:
         body = await patch_cad(api, cluster.namespace, "pay", request_patch("abort", "now"))
         assert body["metadata"]["annotations"]["cricalgo.io/abort"] == "now"

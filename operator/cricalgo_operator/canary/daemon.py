@@ -12,14 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
 import kopf
 
 from cricalgo_operator.canary.controls import ANNOTATION_OF
 from cricalgo_operator.canary.engine import IMMEDIATE_ROLLBACKS
 from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.runner import tick
-from cricalgo_operator.kubeapi import ApiError, KubeApi
+from cricalgo_operator.kubeapi import ApiError, KubeApi, TransportError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
 
 # After a lost write race (409) the next tick comes sooner than a whole interval.
@@ -72,7 +71,7 @@ async def canary_analysis(
                 logger.warning(f"canary analysis failed: {error}")
             await stopped.wait(delay)
             continue
-        except httpx.TransportError as error:  # the API server is unreachable or slow
+        except TransportError as error:  # the API server is unreachable or slow
             logger.warning(f"canary analysis failed: API server unreachable: {error!r}")
             await stopped.wait(ERROR_RETRY_SECONDS)
             continue
@@ -114,7 +113,7 @@ async def fail_fast_probe(
     are left to the next tick."""
     try:
         result = await tick(api, namespace, name, _now(), default_url, fail_fast_only=True)
-    except (ApiError, httpx.TransportError, ValueError) as error:
+    except (ApiError, TransportError, ValueError) as error:
         logger.debug(f"fail-fast probe skipped: {error!r}")
         return False
     return result is not None and result.decision.reason in IMMEDIATE_ROLLBACKS
