@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -104,11 +105,12 @@ class KubeCluster:
             )
         return proc
 
-    def api_client(self) -> object:
-        """A `kubernetes.client.ApiClient` authenticated as admin."""
-        from kubernetes import config
+    def client(self) -> Any:
+        """A lightkube `Client` (the tests' one client style) authenticated as admin."""
+        from lightkube import Client
+        from lightkube.config.kubeconfig import KubeConfig
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return Client(KubeConfig.from_file(str(self.kubeconfig)), field_manager="cricalgo-tests")
 
     def kubeconfig_for_token(self, token: str) -> Path:
         """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""

@@ -164,6 +164,7 @@ class KubeApi:
         return _as_dict(result)
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        metrics.api_reads.labels("GET").inc()
         try:
             result = await self.client.get(
                 resource_class(api_version, kind), name, namespace=namespace
@@ -182,6 +183,7 @@ class KubeApi:
         label_selector: Mapping[str, str] | None = None,
     ) -> list[Manifest]:
         """Every object of a kind in `namespace` whose labels match `label_selector`."""
+        metrics.api_reads.labels("LIST").inc()
         found = self.client.list(
             resource_class(api_version, kind), namespace=namespace, labels=_labels(label_selector)
         )

@@ -59,6 +59,11 @@ api_writes = Counter(
     "Write requests (POST, PATCH, DELETE) the operator's client sent to the API server.",
     ["verb"],
 )
+api_reads = Counter(
+    "cricalgo_operator_api_reads_total",
+    "Read requests (GET of one object, LIST) the operator's client sent to the API server.",
+    ["verb"],
+)
 
 
 def record_state(namespace: str, name: str, phase: str | None, weight: int) -> None:

@@ -15,12 +15,11 @@ import yaml
 from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import ApiError, KubeApi
 from lightkube import Client
-from lightkube.config.kubeconfig import KubeConfig
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.models.rbac_v1 import RoleRef, Subject
+from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.core_v1 import Secret, ServiceAccount
-from lightkube.resources.rbac_authorization_v1 import RoleBinding
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 pytestmark = pytest.mark.cluster
 
@@ -32,7 +31,7 @@ MIN_TOKEN_SECONDS = 600
 
 @pytest.fixture
 def admin(kube_cluster: Any) -> Iterator[Client]:
-    client = Client(KubeConfig.from_file(str(kube_cluster.kubeconfig)), field_manager="tests")
+    client = kube_cluster.client()
     yield client
     client.close()
 
@@ -72,11 +71,12 @@ async def test_an_embedded_client_key_is_never_written_to_disk(
 def _bound_token(admin: Client, namespace: str, account: str, secret: str) -> str:
     admin.create(Secret(metadata=ObjectMeta(name=secret, namespace=namespace)))
     request = ServiceAccount.Token(
+        metadata=ObjectMeta(name=account, namespace=namespace),
         spec=TokenRequestSpec(
             audiences=[],
             expirationSeconds=MIN_TOKEN_SECONDS,
             boundObjectRef=BoundObjectReference(kind="Secret", apiVersion="v1", name=secret),
-        )
+        ),
     )
     answer = admin.create(request, account, namespace=namespace)
     assert answer.status is not None
@@ -85,12 +85,19 @@ def _bound_token(admin: Client, namespace: str, account: str, secret: str) -> st
 
 @pytest.fixture
 def reader(admin: Client, namespace: str) -> str:
-    """A ServiceAccount that may read (ClusterRole `view`) in `namespace`."""
-    admin.create(ServiceAccount(metadata=ObjectMeta(name="reader", namespace=namespace)))
+    """A ServiceAccount that may list Services in `namespace`."""
+    meta = ObjectMeta(name="reader", namespace=namespace)
+    admin.create(ServiceAccount(metadata=meta))
+    admin.create(
+        Role(
+            metadata=meta,
+            rules=[PolicyRule(apiGroups=[""], resources=["services"], verbs=["list"])],
+        )
+    )
     admin.create(
         RoleBinding(
-            metadata=ObjectMeta(name="reader", namespace=namespace),
-            roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="ClusterRole", name="view"),
+            metadata=meta,
+            roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name="reader"),
             subjects=[Subject(kind="ServiceAccount", name="reader", namespace=namespace)],
         )
     )
