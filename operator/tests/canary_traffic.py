@@ -11,6 +11,8 @@ packages under the project's pytest settings).
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 from dataclasses import dataclass, field
 
@@ -34,11 +36,25 @@ class Traffic:
     failed_tasks: int = 0
     task_seconds: float = 0.3
     queue_depth: float = 0.0
+    # Random mode, when > 0: requests (and as many tasks) arrive as a Poisson process at
+    # this many per second, each failing with probability `error_rate`; the fixed
+    # per-batch counts above are then ignored.
+    rate: float = 0.0
+    error_rate: float = 0.0
 
 
 def spread(count: int, total: int) -> set[int]:
     """Indices of `count` items spread evenly over `total` (so partial batches stay fair)."""
     return {round(i * total / count) for i in range(count)} if count else set()
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth's method; the means here are a few per batch)."""
+    limit, product, count = math.exp(-mean), rng.random(), 0
+    while product > limit:
+        product *= rng.random()
+        count += 1
+    return count
 
 
 @dataclass
@@ -49,6 +65,8 @@ class TrackExporter:
     version: str
     traffic: Traffic
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    seed: int = 0
+    errors_served: int = 0  # requests answered 500 so far (what clients saw)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> str:
@@ -66,8 +84,12 @@ class TrackExporter:
 
     def _drive(self) -> None:
         labels = (self.track, self.version)
+        rng = random.Random(self.seed)
         while not self._stop.wait(1 / BATCHES_PER_SECOND):
             t = self.traffic
+            if t.rate > 0:
+                self._random_batch(t, rng)
+                continue
             errors, slow = spread(t.errors, t.requests), spread(t.slow, t.requests)
             for i in range(t.requests):
                 status = "500" if i in errors else "202"
@@ -82,6 +104,17 @@ class TrackExporter:
                 self.worker.tasks.labels("credit_deposit", outcome, *labels).inc()
                 self.worker.task_duration.labels("credit_deposit", *labels).observe(t.task_seconds)
             self.web.queue_depth.labels("deposits", *labels).set(t.queue_depth)
+
+    def _random_batch(self, t: Traffic, rng: random.Random) -> None:
+        labels = (self.track, self.version)
+        for _ in range(_poisson(rng, t.rate / BATCHES_PER_SECOND)):
+            failed = rng.random() < t.error_rate
+            self.web.requests.labels(ROUTE, "POST", "500" if failed else "202", *labels).inc()
+            self.web.request_duration.labels(ROUTE, "POST", *labels).observe(t.fast_seconds)
+            self.worker.tasks.labels("credit_deposit", "success", *labels).inc()
+            self.worker.task_duration.labels("credit_deposit", *labels).observe(t.task_seconds)
+            self.errors_served += failed
+        self.web.queue_depth.labels("deposits", *labels).set(t.queue_depth)
 
     def stop(self) -> None:
         self._stop.set()

@@ -18,6 +18,7 @@ from typing import Any
 import canary_traffic as traffic  # loaded by conftest.py
 import pytest
 from cricalgo_operator.canary import CanaryConfig
+from cricalgo_operator.canary.model import step_reading
 from cricalgo_operator.canary.prometheus import (
     PrometheusClient,
     PrometheusQueryError,
@@ -276,3 +277,33 @@ async def test_unreachable_prometheus_gives_no_data_readings() -> None:
         readings = await collect_readings(c, config(), TARGET)
     assert all(r.value is None for r in readings)
     assert all("PrometheusUnavailable" in r.error for r in readings)
+
+
+@pytest.mark.parametrize("templates", ["workload", "istio"])
+async def test_step_counts_of_the_sequential_decision(
+    exporters: dict[str, Any], client: PrometheusClient, templates: str
+) -> None:
+    cfg = config(
+        templates,
+        decision="sequential",
+        metrics=[{"name": "errorRate", "compareTo": "stable", "max": 0.05}],
+    )
+    await wait_for_full_window(client, cfg)
+    target = AnalysisTarget(NAMESPACE, NAME, "v2", "v1", step_seconds=6)
+    readings = await collect_readings(client, cfg, target)
+
+    def count(name: str, track: str = "canary") -> float:
+        value = readings.get(step_reading(name), track).value
+        assert value is not None, readings
+        return value
+
+    t = CANARY_TRAFFIC
+    # Increases over the 6 s the step has run: counts, not rates.
+    assert count("requests") == pytest.approx(6 * BATCHES_PER_SECOND * t.requests, rel=0.3)
+    assert count("errors") / count("requests") == pytest.approx(t.errors / t.requests, abs=0.005)
+    assert count("failedTasks") / count("tasks") == pytest.approx(
+        t.failed_tasks / t.tasks, abs=0.005
+    )
+    # A stable without 5xx has zero errors, not no data.
+    assert count("errors", "stable") == 0
+    assert count("requests", "stable") > 0

@@ -90,6 +90,23 @@ def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
             {"canary": {"metrics": [{"name": "x", "query": "up", "max": 1, "maxIncrease": 1}]}},
             "maxIncrease and maxRelativeIncrease need compareTo",
         ),
+        (
+            {"canary": {"metrics": [{"name": "x", "max": 1}]}},
+            "a canary metric needs a query, unless it is named after a built-in SLO",
+        ),
+        ({"canary": {"decision": "vote"}}, 'supported values: "count", "sequential"'),
+        (
+            {"canary": {"sequential": {"falseRollbackRate": 0.5}}},
+            "canary.sequential.falseRollbackRate must be above 0 and below 0.5",
+        ),
+        (
+            {"canary": {"sequential": {"missedFaultRate": 0}}},
+            "canary.sequential.missedFaultRate must be above 0 and below 0.5",
+        ),
+        (
+            {"canary": {"sequential": {"faultFactor": 1}}},
+            "canary.sequential.faultFactor must be greater than 1",
+        ),
     ],
 )
 def test_invalid_cr_is_rejected_with_its_message(
@@ -106,6 +123,13 @@ def test_invalid_cr_is_rejected_with_its_message(
         {"traffic": {"provider": "istio", "hosts": ["pay.example.com"], "gateways": ["gw"]}},
         {"traffic": {"provider": "nginx", "ingressClassName": "nginx"}},
         {"canary": {"steps": [100], "stepDuration": "1m30s", "analysisInterval": "30s"}},
+        {
+            "canary": {
+                "decision": "sequential",
+                "sequential": {"falseRollbackRate": 0.01, "missedFaultRate": 0.2},
+                "metrics": [{"name": "errorRate", "compareTo": "stable", "max": 0.02}],
+            }
+        },
         {
             "canary": {
                 "metrics": [
