@@ -17,7 +17,7 @@ from cricalgo_operator.canary import (
     decide,
     promotion_finished,
 )
-from cricalgo_operator.canary.model import REQUESTS, TASKS
+from cricalgo_operator.canary.model import RATIO_COUNTS, REQUESTS, TASKS, step_reading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,13 +44,21 @@ def configs(draw: st.DrawFn) -> CanaryConfig:
                 "failFastFactor": draw(st.sampled_from([1, 2, 5, 10])),
                 "onNoData": draw(st.sampled_from(["hold", "fail"])),
                 "minRequests": draw(st.sampled_from([0, 20])),
+                "decision": draw(st.sampled_from(["count", "sequential"])),
             },
         }
     )
 
 
+# The step's counts the sequential decision reads, per ratio check: (failures, total).
+STEP_COUNTS = [step_reading(name) for pair in RATIO_COUNTS.values() for name in pair]
+
+
 def healthy(cfg: CanaryConfig) -> Readings:
     values = {c.name: 0.0 for c in cfg.checks} | {REQUESTS: 1000.0, TASKS: 1000.0}
+    # No failure in 1000 requests or tasks: enough for the sequential test to accept.
+    values |= {step_reading(n): 0.0 for n, _ in RATIO_COUNTS.values()}
+    values |= {step_reading(total): 1000.0 for _, total in RATIO_COUNTS.values()}
     return Readings(Reading(n, t, v) for n, v in values.items() for t in ("canary", "stable"))
 
 
@@ -58,7 +66,7 @@ def healthy(cfg: CanaryConfig) -> Readings:
 def readings_for(draw: st.DrawFn, cfg: CanaryConfig) -> Readings:
     """Anything Prometheus might say: good, bad, terrible, missing, low traffic."""
     out = []
-    for name in [c.name for c in cfg.checks] + [REQUESTS, TASKS]:
+    for name in [c.name for c in cfg.checks] + [REQUESTS, TASKS] + STEP_COUNTS:
         for track in ("canary", "stable"):
             value = draw(
                 st.one_of(
@@ -100,7 +108,10 @@ def test_never_promotes_or_advances_with_a_reading_missing(data: st.DataObject) 
     cfg = data.draw(configs())
     status = data.draw(active_statuses(cfg))
     readings = data.draw(readings_for(cfg))
-    missing = data.draw(st.sampled_from([c.name for c in cfg.checks]))
+    check = data.draw(st.sampled_from(cfg.checks))
+    # A sequential check reads the step's counts, the others their own reading.
+    names = {step_reading(n) for n in RATIO_COUNTS[check.name]} if check.sequential else set()
+    missing = data.draw(st.sampled_from(sorted(names or {check.name})))
     kept = [r for r in readings if not (r.name == missing and r.track == "canary")]
     decision = decide(cfg, status, Readings(kept), T0)
     assert decision.action not in (Action.PROMOTE, Action.ADVANCE)
