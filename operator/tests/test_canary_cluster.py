@@ -525,3 +525,26 @@ def test_a_pipeline_waits_for_the_outcome_with_kubectl_wait(canary: Canary) -> N
     # Back to the stable image: that image is the promoted one again, for the new generation.
     canary.set_image(V1)
     assert wait("Promoted", "60s").returncode == 0
+
+
+def test_sequential_decision_rolls_back_a_moderate_fault_with_its_evidence(
+    canary: Canary,
+) -> None:
+    canary.play("stable", V1)
+    canary.play("canary", V2, errors=2)  # 2 %: 4x the 0.5 % SLO, under failFastFactor
+    canary.stable_first(decision="sequential", analysisInterval="30s", stepDuration="30m")
+    canary.set_image(V2)
+    started = canary.wait("the canary at 10 %", lambda s: s.get("canaryWeight") == 10)
+    status = canary.wait("rollback", lambda s: s.get("phase") == "RolledBack")
+    assert status["history"][-1]["outcome"] == "rolledBack"
+    assert "sequential test" in status["history"][-1]["reason"]
+    assert status["failedChecks"] == 0  # no counted failure
+    # A probe acted: well before the first 30 s tick.
+    step = datetime.fromisoformat(started["stepStartedAt"])
+    rolled = datetime.fromisoformat(status["history"][-1]["finishedAt"])
+    assert (rolled - step).total_seconds() < 30
+    error_rate = {m["name"]: m for m in status["lastAnalysis"]["metrics"]}["errorRate"]
+    evidence = error_rate["evidence"]
+    assert evidence["outcome"] == "fault"
+    assert evidence["statistic"] >= evidence["rollbackAt"]
+    assert evidence["failures"] / evidence["total"] == pytest.approx(0.02, abs=0.005)
