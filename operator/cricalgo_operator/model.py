@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "maxInconclusive": 5,
         "minRequests": 20,
         "onNoData": "hold",
-        "decision": "count",
+        "decision": "sequential",
         "sequential": {"falseRollbackRate": 0.05, "missedFaultRate": 0.1, "faultFactor": 2},
         "paused": False,
         "templates": "workload",

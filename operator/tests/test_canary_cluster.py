@@ -297,7 +297,7 @@ def test_healthy_canary_walks_every_step_and_promotes(canary: Canary) -> None:
 def test_moderate_errors_roll_back_after_max_failed_checks(canary: Canary) -> None:
     canary.play("stable", V1)
     canary.play("canary", V2, errors=5)  # 5 %: failing, under failFastFactor x threshold
-    canary.stable_first(failFastFactor=20, stepDuration="30s")
+    canary.stable_first(decision="count", failFastFactor=20, stepDuration="30s")
     canary.set_image(V2)
     status = canary.wait("rollback", lambda s: s.get("phase") == "RolledBack")
     assert status["canaryWeight"] == 0

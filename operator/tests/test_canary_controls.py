@@ -47,7 +47,8 @@ def test_request_and_consumption_patches() -> None:
 
 
 def test_tick_patch_leaves_primitive_fields_to_the_primitives() -> None:
-    cfg = CanaryConfig.from_spec({"image": "app:v2", "canary": {"stepDuration": "1m"}})
+    spec = {"image": "app:v2", "canary": {"stepDuration": "1m", "decision": "count"}}
+    cfg = CanaryConfig.from_spec(spec)
     before = CanaryStatus(
         phase=Phase.PROGRESSING,
         stable_image="app:v1",

@@ -23,9 +23,10 @@ from cricalgo_operator.canary.durations import format_duration, parse_duration
 from cricalgo_operator.canary.judge import judge
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+# The counted decision's rules; the sequential decision has test_canary_sequential.py.
 SPEC = {
     "image": "cricalgo:v2",
-    "canary": {"stepDuration": "10m", "analysisInterval": "1m"},
+    "canary": {"stepDuration": "10m", "analysisInterval": "1m", "decision": "count"},
 }
 
 

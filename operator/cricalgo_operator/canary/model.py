@@ -29,7 +29,7 @@ RATIO_COUNTS: Mapping[str, tuple[str, str]] = {
 }
 COUNT = "count"
 SEQUENTIAL = "sequential"
-DEFAULT_DECISION = COUNT  # the CRD default too
+DEFAULT_DECISION = SEQUENTIAL  # the CRD default too
 
 
 def step_reading(name: str) -> str:
