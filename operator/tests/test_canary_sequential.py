@@ -339,3 +339,27 @@ def test_never_advances_or_promotes_on_no_data(
     errors = None if requests is None else requests * share_failed
     d = decide(cfg, running(step), counted(errors, requests), T0 + timedelta(seconds=seconds))
     assert d.action not in (Action.ADVANCE, Action.PROMOTE)
+
+
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(st.sampled_from([0.05, 0.1]), st.sampled_from([0.01, 0.05]))
+def test_false_rollbacks_against_stable_stay_within_alpha(alpha: float, rate: float) -> None:
+    """A canary failing exactly as often as the stable, at a 10 % share of the traffic."""
+    cfg = config(
+        sequential={"falseRollbackRate": alpha},
+        metrics=[{"name": "errorRate", "compareTo": "stable"}],
+    )
+    seeds, rolled = 300, 0
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        errors = requests = stable_errors = stable_requests = 0
+        for _ in range(40):
+            requests += 48
+            errors += binomial(rng, 48, rate)
+            stable_requests += 432
+            stable_errors += binomial(rng, 432, rate)
+            readings = counted(errors, requests, stable=(stable_errors, stable_requests))
+            if error_rate(cfg, readings).verdict == Verdict.FAIL:
+                rolled += 1
+                break
+    assert rolled / seeds <= alpha
