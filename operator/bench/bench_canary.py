@@ -272,9 +272,8 @@ def main() -> int:
     parser.add_argument("--healthy-runs", type=int, default=200, help="simulated healthy canaries")
     parser.add_argument("--simulate-only", action="store_true", help="no real stack")
     args = parser.parse_args()
-    sim = simulated(args.sim_runs, max(20, args.healthy_runs))
     if args.simulate_only:
-        report(None, sim)
+        report(None, simulated(args.sim_runs, max(20, args.healthy_runs)))
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="cricalgo-bench-canary-"))
     control_plane = ControlPlane(ensure_toolchain(), scratch / "cluster")
@@ -304,7 +303,7 @@ def main() -> int:
         shutil.rmtree(prometheus.work_dir, ignore_errors=True)
         shutil.rmtree(scratch / "cluster", ignore_errors=True)
     print(f"(operator log: {scratch / 'operator.log'})")
-    report(real, sim)
+    report(real, simulated(args.sim_runs, max(20, args.healthy_runs)))
     return 0
 
 
