@@ -51,6 +51,16 @@ IMAGES = ["cricalgo/workload:v1", "cricalgo/workload:v2", "cricalgo/workload:v3"
 BIN_DIR = Path(sys.executable).parent
 
 
+# The webhook, plus what the demo itself calls through the mesh: /healthz to see the route
+# is up and the users API to register the demo's user. A production CR publishes the
+# webhook alone (the default).
+PUBLIC_PATHS = [
+    {"path": "/api/v1/webhooks/deposit", "match": "Exact"},
+    {"path": "/healthz", "match": "Exact"},
+    {"path": "/api/v1/users", "match": "Prefix"},
+]
+
+
 def render_demo_cr(
     image: str, prometheus_url: str, fault: bool = False, traffic: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -82,7 +92,10 @@ def render_demo_cr(
             },
             "database": {"secretRef": {"name": "payments-db", "key": "dsn"}, "poolSize": 2},
             "redis": {"secretRef": {"name": "payments-redis", "key": "url"}},
-            "traffic": traffic or {"provider": "istio", "hosts": [HOST]},
+            "traffic": {
+                **(traffic or {"provider": "istio", "hosts": [HOST]}),
+                "publicPaths": PUBLIC_PATHS,
+            },
             "canary": {
                 "steps": STEPS,
                 "stepDuration": f"{STEP_SECONDS}s",

@@ -32,7 +32,12 @@ DEFAULTS: dict[str, Any] = {
     },
     "database": {"secretRef": {"key": "dsn"}, "poolSize": 1, "maxOverflow": 1},
     "redis": {"secretRef": {"key": "url"}},
-    "traffic": {"provider": "none", "hosts": [], "gateways": [], "path": "/"},
+    "traffic": {
+        "provider": "none",
+        "hosts": [],
+        "gateways": [],
+        "publicPaths": [{"path": "/api/v1/webhooks/deposit", "match": "Exact"}],
+    },
     "canary": {
         "steps": [10, 25, 50, 100],
         "stepDuration": "30m",
@@ -58,7 +63,15 @@ DEFAULTS: dict[str, Any] = {
 
 # The spec fields that end up in a pod template. A change of any of them is a new
 # revision (a canary); everything else (replicas, traffic, canary settings) is not.
-POD_INPUT_FIELDS = ("image", "imagePullPolicy", "env", "resources", "database", "redis")
+POD_INPUT_FIELDS = (
+    "image",
+    "imagePullPolicy",
+    "env",
+    "resources",
+    "database",
+    "redis",
+    "webhook",
+)
 POD_INPUT_SUBFIELDS = {
     "app": ("port", "metricsPort", "preStopSleepSeconds"),
     "worker": ("queues", "concurrency", "metricsPort"),

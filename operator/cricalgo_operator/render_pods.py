@@ -73,6 +73,14 @@ def pod_env(inputs: dict[str, Any], component: Component, track: Track) -> list[
             ours.append(
                 {"name": "CRICALGO_WEBHOOK_METRICS_PORT", "value": str(app_metrics_port(inputs))}
             )
+        webhook = inputs.get("webhook") or {}
+        if webhook.get("secretRef"):
+            ours.append(
+                {
+                    "name": "CRICALGO_WEBHOOK_SECRET",
+                    "valueFrom": {"secretKeyRef": _secret_ref(webhook, "secret")},
+                }
+            )
     else:
         ours += [
             {"name": "CRICALGO_METRICS_PORT", "value": str(worker_metrics_port(inputs))},

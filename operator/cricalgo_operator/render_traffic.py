@@ -5,6 +5,8 @@
 - `nginx`: the stable Ingress, plus while a canary runs a canary Ingress carrying
   `nginx.ingress.kubernetes.io/canary: "true"` and `canary-weight`.
 - `none`: no router object; the app canary share is a replica ratio (render_scaling).
+
+Both routers publish only `traffic.publicPaths` (by default the deposit webhook alone).
 """
 
 from __future__ import annotations
@@ -17,6 +19,18 @@ from .render_pods import app_metrics_port, app_port
 
 NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
 NGINX_CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+
+
+def public_paths(cad: Cad) -> list[dict[str, str]]:
+    """The paths the router publishes (`traffic.publicPaths`, Exact unless told Prefix).
+
+    Only these reach the app from outside: /metrics, /readyz and the users API stay
+    inside the cluster unless a CR lists them.
+    """
+    return [
+        {"path": str(p["path"]), "match": str(p.get("match") or "Exact")}
+        for p in cad.spec["traffic"]["publicPaths"]
+    ]
 
 
 def render_service(cad: Cad, inputs: dict[str, Any], track: Track | None) -> Manifest:
@@ -72,7 +86,10 @@ def render_virtual_service(cad: Cad, weight: int, port: int) -> Manifest:
     spec["http"] = [
         {
             "name": "primary",
-            "match": [{"uri": {"prefix": traffic["path"]}}],
+            "match": [
+                {"uri": {"exact" if p["match"] == "Exact" else "prefix": p["path"]}}
+                for p in public_paths(cad)
+            ],
             "route": [
                 {
                     "destination": {
@@ -97,13 +114,12 @@ def render_virtual_service(cad: Cad, weight: int, port: int) -> Manifest:
 def render_ingress(cad: Cad, port: int, track: Track, weight: int | None = None) -> Manifest:
     """The stable Ingress (`weight` None) or the canary one carrying `canary-weight`."""
     traffic = cad.spec["traffic"]
-    path = {
-        "path": traffic["path"],
-        "pathType": "Prefix",
-        "backend": {"service": {"name": service_name(cad.name, track), "port": {"number": port}}},
-    }
+    backend = {"service": {"name": service_name(cad.name, track), "port": {"number": port}}}
+    paths = [
+        {"path": p["path"], "pathType": p["match"], "backend": backend} for p in public_paths(cad)
+    ]
     hosts = traffic["hosts"] or [None]
-    rules = [{**({"host": host} if host else {}), "http": {"paths": [path]}} for host in hosts]
+    rules = [{**({"host": host} if host else {}), "http": {"paths": paths}} for host in hosts]
     metadata: dict[str, Any] = {
         "name": cad.name if track == "stable" else canary_ingress_name(cad.name),
         "labels": {"app.kubernetes.io/component": "app", "track": track},
