@@ -8,7 +8,12 @@
 | --metrics-port | CRICALGO_METRICS_PORT | 8080 (0 disables) |
 | --liveness | CRICALGO_LIVENESS | http://<bind host>:8081/healthz ("" off; no host: bind host) |
 | --prometheus-url | CRICALGO_PROMETHEUS_URL | none (a CR's spec.canary.prometheus.url wins) |
+| --prometheus-allowed-url (repeatable) | CRICALGO_PROMETHEUS_ALLOWED_URLS (comma-separated) | any |
+| --no-cr-prometheus-url | CRICALGO_CR_PROMETHEUS_URL=false | a CR may name its own Prometheus |
+| --min-analysis-interval | CRICALGO_MIN_ANALYSIS_INTERVAL | 1s (the CRD's own minimum) |
 | --peering | CRICALGO_PEERING | standalone (no peering objects) |
+| --peering-priority | CRICALGO_PEERING_PRIORITY | random (one replica wins, the others stand by) |
+| --peering-lifetime | CRICALGO_PEERING_LIFETIME (seconds) | 60 |
 | --log-format | CRICALGO_LOG_FORMAT | json (or text) |
 | --log-level | CRICALGO_LOG_LEVEL | INFO |
 | --watch-timeout | CRICALGO_WATCH_TIMEOUT (seconds) | 300 |
@@ -29,6 +34,8 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .canary.durations import parse_duration
+
 
 class ConfigError(ValueError):
     """A flag or environment variable has a value the operator cannot use."""
@@ -43,7 +50,17 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8081/healthz"
     # The canary analysis reads this Prometheus when a CR names none of its own.
     prometheus_url: str | None = None
+    # Prefixes a CR's own Prometheus URL must start with (empty: any).
+    prometheus_allowed_urls: tuple[str, ...] = ()
+    # False: every CR is analysed against `prometheus_url`, whatever its spec names.
+    cr_prometheus_url: bool = True
+    # Seconds: the shortest analysis interval honoured, whatever a CR asks for.
+    min_analysis_interval: float = 1.0
     peering: str | None = None
+    # Kopf runs the live peer of highest priority; equal priorities pause every peer, so
+    # each replica draws its own unless told.
+    peering_priority: int | None = None
+    peering_lifetime: int = 60
     log_format: str = "json"
     log_level: str = "INFO"
     watch_timeout: int = 300
@@ -129,6 +146,23 @@ def _prometheus_url(value: str) -> str | None:
     return url.rstrip("/")
 
 
+def _allowed_url(value: str) -> str:
+    url = _prometheus_url(value)
+    if url is None:
+        raise ConfigError("an allowed Prometheus URL is empty")
+    return url
+
+
+def _min_interval(value: str) -> float:
+    try:
+        seconds = parse_duration(value.strip())
+    except ValueError as error:
+        raise ConfigError(f"minimum analysis interval: {error}") from None
+    if seconds < 1:
+        raise ConfigError(f"minimum analysis interval must be at least 1s, got {value!r}")
+    return seconds
+
+
 def parse_config(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> OperatorConfig:
@@ -158,7 +192,27 @@ def parse_config(
         default=env.get("CRICALGO_PROMETHEUS_URL", ""),
         help="Prometheus for canary analysis when a CR names none (spec.canary.prometheus.url)",
     )
+    parser.add_argument(
+        "--prometheus-allowed-url",
+        action="append",
+        dest="prometheus_allowed_urls",
+        help="a prefix a CR's spec.canary.prometheus.url must start with (repeatable)",
+    )
+    parser.add_argument(
+        "--no-cr-prometheus-url",
+        dest="cr_prometheus_url",
+        action="store_false",
+        default=_bool(env.get("CRICALGO_CR_PROMETHEUS_URL", "true"), "CRICALGO_CR_PROMETHEUS_URL"),
+        help="ignore spec.canary.prometheus.url: every CR is analysed against --prometheus-url",
+    )
+    parser.add_argument(
+        "--min-analysis-interval",
+        default=env.get("CRICALGO_MIN_ANALYSIS_INTERVAL", "1s"),
+        help="shortest canary.analysisInterval honoured (a duration, at least 1s)",
+    )
     parser.add_argument("--peering", default=env.get("CRICALGO_PEERING"))
+    parser.add_argument("--peering-priority", default=env.get("CRICALGO_PEERING_PRIORITY"))
+    parser.add_argument("--peering-lifetime", default=env.get("CRICALGO_PEERING_LIFETIME"))
     parser.add_argument(
         "--log-format",
         choices=("json", "text"),
@@ -180,6 +234,9 @@ def parse_config(
     if args.log_format not in ("json", "text"):
         raise ConfigError(f"log format must be json or text, got {args.log_format!r}")
     bind_host = _bind_host(args.bind_host)
+    allowed = args.prometheus_allowed_urls or [
+        u.strip() for u in env.get("CRICALGO_PROMETHEUS_ALLOWED_URLS", "").split(",") if u.strip()
+    ]
     return OperatorConfig(
         kubeconfig=args.kubeconfig or None,
         namespaces=tuple(namespaces),
@@ -189,7 +246,16 @@ def parse_config(
         else defaults.metrics_port,
         liveness=_liveness(args.liveness, bind_host),
         prometheus_url=_prometheus_url(args.prometheus_url),
+        prometheus_allowed_urls=tuple(_allowed_url(u) for u in allowed),
+        cr_prometheus_url=args.cr_prometheus_url,
+        min_analysis_interval=_min_interval(args.min_analysis_interval),
         peering=args.peering or None,
+        peering_priority=_int(args.peering_priority, "peering priority", 0)
+        if args.peering_priority
+        else None,
+        peering_lifetime=_int(args.peering_lifetime, "peering lifetime", 5)
+        if args.peering_lifetime
+        else defaults.peering_lifetime,
         log_format=args.log_format,
         log_level=args.log_level.upper(),
         watch_timeout=_int(args.watch_timeout, "watch timeout", 10)

@@ -9,6 +9,7 @@ injected value.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
@@ -263,6 +264,65 @@ async def test_client_typed_errors(client: PrometheusClient) -> None:
         await client.query('vector(1) or label_replace(vector(2), "a", "b", "", "")')
     with pytest.raises(PrometheusResponseError, match="result type"):
         await client.query("vector(1)[1m:10s]")
+
+
+SECRET = "internal-token-7f3a"
+
+
+# What a non-Prometheus service inside the network answers at each path.
+INTERNAL_ANSWERS: dict[str, tuple[int, Any]] = {
+    "a": (500, f"{SECRET} boom"),
+    "b": (400, {"status": "error", "errorType": SECRET, "error": SECRET}),
+    "c": (
+        200,
+        {
+            "status": "success",
+            "data": {
+                "resultType": "vector",
+                "result": [
+                    {"metric": {"k": SECRET}, "value": [1, "1"]},
+                    {"metric": {}, "value": [1, SECRET]},
+                ],
+            },
+        },
+    ),
+    "d": (200, {"status": "success", "data": {"resultType": SECRET, "result": [SECRET]}}),
+}
+
+
+@pytest.fixture
+def internal_service(nginx_server: Any) -> Iterator[str]:
+    """A real HTTP service inside the network that is not Prometheus: the kind of URL a
+    hostile CR names to read it through the operator's status and Events."""
+    port = nginx_server.port
+    locations = []
+    for path, (code, body) in INTERNAL_ANSWERS.items():
+        text = body if isinstance(body, str) else json.dumps(body)
+        kind = "text/plain" if isinstance(body, str) else "application/json"
+        locations.append(f"  location /{path}/ {{ default_type {kind}; return {code} '{text}'; }}")
+    nginx_server.apply_http_config(
+        f"server {{ listen 127.0.0.1:{port};\n" + "\n".join(locations) + "\n}\n"
+    )
+    yield nginx_server.url
+    nginx_server.apply_http_config(
+        f"server {{ listen 127.0.0.1:{port};\n  location / {{ return 404; }}\n}}\n"
+    )
+
+
+async def test_errors_never_carry_what_the_server_sent(internal_service: str) -> None:
+    """Error text ends up in status and Events: only status codes and local facts."""
+    messages = []
+    for path in ("a", "b", "c", "d"):
+        async with PrometheusClient(f"{internal_service}/{path}", retries=0) as client:
+            readings = await collect_readings(client, config(), TARGET)
+        messages += [r.error for r in readings]
+    assert messages
+    assert all(m for m in messages)
+    assert not [m for m in messages if SECRET in m]
+    assert any("HTTP 500" in m for m in messages)
+    assert any("query refused (HTTP 400, not a Prometheus error)" in m for m in messages)
+    assert any("expected one series, got 2" in m for m in messages)
+    assert any("unsupported result type" in m for m in messages)
 
 
 async def test_client_unreachable_after_bounded_retries() -> None:

@@ -93,3 +93,19 @@ def test_prometheus_url_from_environment_or_flag() -> None:
 def test_a_prometheus_url_that_is_no_http_url_is_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="Prometheus URL"):
         parse_config(["--prometheus-url", bad], {})
+
+
+def test_analysis_interval_floor_and_peering_settings() -> None:
+    assert parse_config([], {}).min_analysis_interval == 1.0
+    assert parse_config(["--min-analysis-interval", "30s"], {}).min_analysis_interval == 30.0
+    env = {"CRICALGO_MIN_ANALYSIS_INTERVAL": "1m"}
+    assert parse_config([], env).min_analysis_interval == 60.0
+    with pytest.raises(ConfigError, match="at least 1s"):
+        parse_config(["--min-analysis-interval", "100ms"], {})
+    with pytest.raises(ConfigError, match="minimum analysis interval"):
+        parse_config(["--min-analysis-interval", "soon"], {})
+    config = parse_config(["--peering", "p", "--peering-priority", "7", "--peering-lifetime", "9"])
+    assert (config.peering, config.peering_priority, config.peering_lifetime) == ("p", 7, 9)
+    assert parse_config([], {}).peering_priority is None  # each replica draws its own
+    with pytest.raises(ConfigError, match="peering lifetime must be >= 5"):
+        parse_config(["--peering-lifetime", "1"], {})

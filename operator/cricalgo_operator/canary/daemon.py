@@ -17,6 +17,7 @@ import kopf
 from cricalgo_operator.canary.controls import ANNOTATION_OF
 from cricalgo_operator.canary.engine import IMMEDIATE_ROLLBACKS
 from cricalgo_operator.canary.model import CanaryStatus, Phase
+from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.runner import tick
 from cricalgo_operator.kubeapi import ApiError, KubeApi, TransportError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
@@ -55,9 +56,15 @@ async def canary_analysis(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """Tick until the CR is deleted or the operator stops."""
+    """Tick until the CR is deleted or the operator stops.
+
+    Ticks are at least the operator's `--min-analysis-interval` apart, whatever the CR's
+    analysisInterval: a CR cannot make its daemon hammer the API server and Prometheus.
+    """
     assert namespace is not None  # the CRD is namespaced
-    default_url = getattr(memo.get("config"), "prometheus_url", None)
+    config = memo.get("config")
+    default_url = PrometheusPolicy.of_config(config)
+    floor = float(getattr(config, "min_analysis_interval", 0.0))
     previous = None
     while not stopped:
         started = time.monotonic()
@@ -91,8 +98,9 @@ async def canary_analysis(
         # Ticks keep their cadence: the next is due one interval after this one began, so
         # maxFailedChecks ticks span (maxFailedChecks - 1) intervals, not that plus each
         # tick's own queries and writes.
-        left = result.interval - (time.monotonic() - started)
-        await until_next_tick(stopped, meta, left, probe, probe_period(result.interval))
+        interval = max(result.interval, floor)
+        left = interval - (time.monotonic() - started)
+        await until_next_tick(stopped, meta, left, probe, probe_period(interval))
 
 
 def is_analysed(status: CanaryStatus) -> bool:
@@ -106,7 +114,11 @@ def probe_period(interval: float) -> float:
 
 
 async def fail_fast_probe(
-    api: KubeApi, namespace: str, name: str, default_url: str | None, logger: kopf.Logger
+    api: KubeApi,
+    namespace: str,
+    name: str,
+    default_url: PrometheusPolicy | str | None,
+    logger: kopf.Logger,
 ) -> bool:
     """Read and judge between ticks; roll back if a reading is beyond failFastFactor x its
     threshold or a sequential test reached its rollback boundary. True if it did. Errors

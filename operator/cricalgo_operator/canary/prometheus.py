@@ -75,18 +75,23 @@ class PrometheusClient:
                 last = exc
                 continue
             if response.status_code >= 500:
-                last = PrometheusUnavailable(f"HTTP {response.status_code}: {response.text[:200]}")
+                last = PrometheusUnavailable(f"HTTP {response.status_code}")
                 continue
             try:
                 body: dict[str, Any] = response.json()
             except ValueError as exc:
                 raise PrometheusResponseError(f"not JSON (HTTP {response.status_code})") from exc
+            if not isinstance(body, dict):
+                raise PrometheusResponseError(
+                    f"not a Prometheus answer (HTTP {response.status_code})"
+                )
             if response.status_code >= 400 or body.get("status") != "success":
-                error = body.get("error") or response.text[:200]
-                raise PrometheusQueryError(f"{body.get('errorType', 'error')}: {error}")
+                raise PrometheusQueryError(
+                    f"query refused (HTTP {response.status_code}, {_error_type(body)})"
+                )
             return body
         raise PrometheusUnavailable(
-            f"{self.url} unreachable after {self.retries + 1} attempts: {last!r}"
+            f"unreachable after {self.retries + 1} attempts ({_failure(last)})"
         ) from last
 
     async def query(self, promql: str, at: datetime | None = None) -> QueryResult:
@@ -95,7 +100,30 @@ class PrometheusClient:
         if at is not None:
             params["time"] = f"{at.timestamp():.3f}"
         data = (await self._get(params)).get("data") or {}
-        return parse_result(data)
+        try:
+            return parse_result(data)
+        except (AttributeError, TypeError, IndexError) as exc:  # a shape no Prometheus sends
+            raise PrometheusResponseError("malformed answer") from exc
+
+
+# What an error says goes into the CR's status and Events, which the CR's author reads, and
+# the URL may be the author's choice: only the HTTP status, Prometheus' own error types and
+# local exception class names are reported, never text the server sent (a response body
+# would make the operator a proxy into whatever the URL reaches).
+_ERROR_TYPES = frozenset(
+    {"bad_data", "timeout", "canceled", "execution", "internal", "unavailable", "not_found"}
+)
+
+
+def _error_type(body: dict[str, Any]) -> str:
+    kind = body.get("errorType")
+    return kind if kind in _ERROR_TYPES else "not a Prometheus error"
+
+
+def _failure(error: Exception | None) -> str:
+    if isinstance(error, PrometheusUnavailable):
+        return str(error)
+    return type(error).__name__ if error is not None else "no answer"
 
     async def targets(self) -> dict[str, Any]:
         """The `data` of /api/v1/targets for active targets (labels, scrapeInterval, ...)."""
@@ -109,7 +137,7 @@ def _number(raw: Any) -> float:
     try:
         return float(raw)  # Prometheus sends "NaN", "+Inf", "-Inf" as strings; float() knows them
     except (TypeError, ValueError) as exc:
-        raise PrometheusResponseError(f"not a number: {raw!r}") from exc
+        raise PrometheusResponseError("a sample value is not a number") from exc
 
 
 def parse_result(data: dict[str, Any]) -> QueryResult:
@@ -122,15 +150,14 @@ def parse_result(data: dict[str, Any]) -> QueryResult:
         if not result:
             return QueryResult(None, "empty")
         if len(result) > 1:
-            labels = [series.get("metric", {}) for series in result[:3]]
             raise PrometheusResponseError(
-                f"expected one series, got {len(result)} (e.g. {labels}); aggregate the query"
+                f"expected one series, got {len(result)}; aggregate the query"
             )
         sample = result[0].get("value")
     else:
-        raise PrometheusResponseError(f"unsupported result type {kind!r}; use an instant vector")
+        raise PrometheusResponseError("unsupported result type; use an instant vector")
     if not isinstance(sample, list) or len(sample) != 2:
-        raise PrometheusResponseError(f"malformed sample: {sample!r}")
+        raise PrometheusResponseError("malformed sample")
     value = _number(sample[1])
     if math.isnan(value):
         return QueryResult(None, "NaN")

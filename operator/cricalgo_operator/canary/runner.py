@@ -38,6 +38,7 @@ from cricalgo_operator.canary.model import (
     format_time,
 )
 from cricalgo_operator.canary.prometheus import PrometheusClient
+from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
 from cricalgo_operator.canary.scrape_window import check_window, window_unchecked
 from cricalgo_operator.children import apply_children
@@ -133,10 +134,11 @@ async def read_readings(
     cad: Cad,
     config: CanaryConfig,
     status: CanaryStatus,
-    default_url: str | None,
+    default_url: PrometheusPolicy | str | None,
     now: datetime | None = None,
 ) -> Readings:
-    url = config.prometheus_url or default_url
+    choice = PrometheusPolicy.of(default_url).choose(config.prometheus_url)
+    url = choice.url
     started = status.step_started_at
     step_seconds = (now - started).total_seconds() if now and started else 0.0
     target = AnalysisTarget(
@@ -147,7 +149,7 @@ async def read_readings(
         step_seconds=step_seconds,
     )
     if not url:
-        reason = "no Prometheus URL (spec.canary.prometheus.url)"
+        reason = choice.refused or "no Prometheus URL (spec.canary.prometheus.url)"
         plan = planned_queries(config, target)
         return Readings(Reading(name, track, None, reason) for name, track, _ in plan)
     async with PrometheusClient(url, timeout=query_timeout(config.analysis_interval)) as client:
@@ -183,7 +185,7 @@ async def tick(
     namespace: str,
     name: str,
     now: datetime,
-    default_url: str | None = None,
+    default_url: PrometheusPolicy | str | None = None,
     previous: Decision | None = None,
     fail_fast_only: bool = False,
 ) -> TickResult | None:
