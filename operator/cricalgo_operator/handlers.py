@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 import time
 from typing import Any
 
 import kopf
 
 from . import metrics
+from .children import OwnershipConflict, forget_owned
 from .config import OperatorConfig
 from .connection import load_connection
+from .failures import OWNERSHIP_CONFLICT, RECONCILE_FAILED, report_failure
 from .kubeapi import ApiError, KubeApi, TransportError
 from .model import Cad
 from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
@@ -60,6 +63,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.peering:
         settings.peering.name = config.peering
         settings.peering.clusterwide = config.clusterwide
+        # Equal priorities pause every peer; distinct ones keep the highest live one active.
+        priority = config.peering_priority
+        settings.peering.priority = random.randint(1, 2**31) if priority is None else priority
+        settings.peering.lifetime = config.peering_lifetime
     # No CRD or namespace watching: the operator's resources are fixed at start.
     settings.scanning.disabled = True
     settings.execution.max_workers = 10
@@ -105,12 +112,29 @@ def _owner(body: kopf.Body) -> dict[str, Any] | None:
 @kopf.on.create(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
 @kopf.on.update(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
 async def reconcile_cad(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Create, change, operator restart: render and apply everything, update the status."""
+    """Create, change, operator restart: render and apply everything, update the status.
+
+    A failure other than a lost write race is put on the CR (Degraded condition and a
+    Warning Event, failures.py), not only in the log.
+    """
     started = time.perf_counter()
+    cad = Cad.from_body(body)
     try:
-        await reconcile_fresh(memo.api, Cad.from_body(body), _now())
+        await reconcile_fresh(memo.api, cad, _now())
+    except OwnershipConflict as error:
+        metrics.reconcile_errors.labels(KIND).inc()
+        await report_failure(
+            memo.api, cad.namespace, cad.name, OWNERSHIP_CONFLICT, str(error), _now()
+        )
+        # The owner of the object may delete or rename it: look again now and then.
+        raise kopf.TemporaryError(str(error), delay=30) from error
     except ApiError as error:
         metrics.reconcile_errors.labels(KIND).inc()
+        if error.status != 409:
+            message = f"the API server refused a write ({error.status}): {error.message}"
+            await report_failure(
+                memo.api, cad.namespace, cad.name, RECONCILE_FAILED, message, _now()
+            )
         if error.status == 422:
             raise kopf.PermanentError(f"the API server rejected a child: {error}") from error
         # 409: someone wrote the CR meanwhile; 403: RBAC may be fixed; 5xx: transient.
@@ -148,6 +172,8 @@ async def child_changed(
         return
     kind = body.get("kind") or ""
     actual = None if event["type"] == "DELETED" else dict(body)
+    if actual is None:
+        forget_owned(cad.uid, f"{kind}/{name}")
     try:
         if await repair_child(memo.api, cad, kind, name, actual):
             what = "deleted" if actual is None else "changed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -78,10 +79,25 @@ def record_outcome(namespace: str, name: str, outcome: str) -> None:
     rollouts.labels(namespace, name, outcome).inc()
 
 
+# Every metric labelled by CR: a deleted CR's series go with it.
+PER_CR = (canary_weight, canary_phase, analysis_verdicts, rollbacks, rollouts, analysis_errors)
+
+
+def _series_of(metric: Any, namespace: str, name: str) -> set[tuple[str, ...]]:
+    """Label values of `metric`'s children for this CR (from its samples)."""
+    names = metric._labelnames  # the label order `remove` takes
+    found = set()
+    for family in metric.collect():
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("namespace") == namespace and labels.get("name") == name:
+                found.add(tuple(labels[label] for label in names))
+    return found
+
+
 def forget(namespace: str, name: str) -> None:
-    """Drop a deleted CR's series."""
-    with contextlib.suppress(KeyError):
-        canary_weight.remove(namespace, name)
-    for candidate in PHASES:
-        with contextlib.suppress(KeyError):
-            canary_phase.remove(namespace, name, candidate)
+    """Drop every series of a deleted CR, so dashboards and alerts do not see it linger."""
+    for metric in PER_CR:
+        for values in _series_of(metric, namespace, name):
+            with contextlib.suppress(KeyError):
+                metric.remove(*values)

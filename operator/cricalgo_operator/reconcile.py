@@ -13,6 +13,7 @@ from typing import Any
 
 from . import metrics
 from .children import apply_children, child_id, drifted, widened_children
+from .failures import reported_failure
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import API_VERSION, KIND
@@ -66,9 +67,17 @@ async def reconcile_fresh(api: KubeApi, cad: Cad, now: datetime.datetime, attemp
 
 
 def conditions_for(
-    cad: Cad, deployments: Iterable[DeploymentReadiness], now: datetime.datetime
+    cad: Cad,
+    deployments: Iterable[DeploymentReadiness],
+    now: datetime.datetime,
+    *,
+    keep_failure: bool = False,
 ) -> list[dict[str, Any]]:
-    """Ready / Progressing / Degraded / Promoted for the CR's phase and its Deployments."""
+    """Ready / Progressing / Degraded / Promoted for the CR's phase and its Deployments.
+
+    With `keep_failure` a Degraded condition reporting a reconcile failure (failures.py)
+    stays: only a reconcile that succeeds clears it.
+    """
     phase = cad.status.get("phase") or "Initializing"
     readiness = stable_readiness(deployments)
     conditions = list(cad.status.get("conditions") or [])
@@ -96,7 +105,9 @@ def conditions_for(
             now,
             cad.generation,
         )
-    if phase in DEGRADED_PHASES:
+    if keep_failure and reported_failure(conditions):
+        pass
+    elif phase in DEGRADED_PHASES:
         message = f"canary {cad.status.get('failedImage')} was rolled back"
         conditions = set_condition(
             conditions, "Degraded", True, phase, message, now, cad.generation
@@ -142,7 +153,9 @@ async def refresh_status(
     patch: dict[str, Any] = {}
     if settle and phase == "Initializing":
         patch["phase"] = phase = "Ready"
-    conditions = conditions_for(cad.with_status({**cad.status, "phase": phase}), deployments, now)
+    conditions = conditions_for(
+        cad.with_status({**cad.status, "phase": phase}), deployments, now, keep_failure=not settle
+    )
     if conditions != cad.status.get("conditions"):
         patch["conditions"] = conditions
     if settle and cad.status.get("observedGeneration") != cad.generation:
