@@ -67,6 +67,7 @@ def test_chart_lints_strictly(helm: str) -> None:
 def test_default_values_watch_the_cluster_with_the_operators_own_rules(helm: str) -> None:
     docs = _render(helm)
     assert _kinds(docs) == [
+        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
@@ -89,6 +90,34 @@ def test_namespaced_mode_grants_roles_only_where_it_watches(helm: str) -> None:
     args = _deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=payments" in args
     assert "--namespace=staging" in args
+    peerings = {doc["metadata"]["namespace"] for doc in docs if doc["kind"] == "KopfPeering"}
+    assert peerings == {"payments", "staging"}
+
+
+def test_replicas_peer_through_the_shipped_peering_object(helm: str) -> None:
+    """Two replicas by default, meeting in a peering object the chart creates, with the
+    peering CRDs in crds/ and the rules to use them; one replica needs none of it."""
+    docs = _render(helm)
+    deployment = _deployment(docs)
+    assert deployment["spec"]["replicas"] == 2
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    peering = next(doc for doc in docs if doc["kind"] == "ClusterKopfPeering")
+    assert f"--peering={peering['metadata']['name']}" in args
+    assert "--peering-lifetime=60" in args
+    role = next(doc for doc in docs if doc["kind"] == "ClusterRole")
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
+             for r in rule["resources"]}  # fmt: skip
+    assert {"get", "list", "watch", "patch"} <= rules[("kopf.dev", "clusterkopfpeerings")]
+    assert {"get", "list", "watch", "patch"} <= rules[("kopf.dev", "kopfpeerings")]
+    assert "update" in rules[("cricalgo.io", "cricalgodeployments/finalizers")]
+    crds = {d["metadata"]["name"] for p in (CHART / "crds").glob("*.yaml")
+            for d in yaml.safe_load_all(p.read_text()) if d}  # fmt: skip
+    assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
+
+    single = _render(helm, "replicaCount=1")
+    assert not [doc for doc in single if "KopfPeering" in doc["kind"]]
+    single_args = _deployment(single)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(arg.startswith("--peering") for arg in single_args)
 
 
 def test_monitoring_objects_carry_every_alert_rule(helm: str) -> None:
@@ -136,6 +165,12 @@ def test_analysis_settings_reach_the_operator(helm: str) -> None:
     url = "http://prometheus-operated.monitoring.svc:9090"
     assert f"--prometheus-url={url}" in args(f"prometheusUrl={url}")
     assert "--no-analysis" in args("analysis=false")
+    assert "--min-analysis-interval=10s" in default
+    assert "--no-cr-prometheus-url" not in default
+    assert "--no-cr-prometheus-url" in args("allowCrPrometheusUrl=false")
+    allowed = args(f"prometheusAllowedUrls={{{url},http://thanos:9090/tenant}}")
+    assert f"--prometheus-allowed-url={url}" in allowed
+    assert "--prometheus-allowed-url=http://thanos:9090/tenant" in allowed
 
 
 def test_schema_refuses_unknown_and_ill_typed_values(helm: str) -> None:

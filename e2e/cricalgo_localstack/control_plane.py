@@ -118,6 +118,9 @@ class ControlPlane:
                 f"--tls-private-key-file={pki.apiserver.key}",
                 f"--client-ca-file={pki.ca.cert}",
                 "--authorization-mode=Node,RBAC",
+                # As hardened clusters do: an owner reference with blockOwnerDeletion needs
+                # `update` on the owner's finalizers, so a missing rule fails a test here.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 "--anonymous-auth=false",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.service_account_pub}",

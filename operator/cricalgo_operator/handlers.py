@@ -17,6 +17,7 @@ from . import metrics
 from .children import OwnershipConflict, forget_owned
 from .config import OperatorConfig
 from .connection import load_connection
+from .diffbase import RedactedDiffBaseStorage
 from .failures import OWNERSHIP_CONFLICT, RECONCILE_FAILED, report_failure
 from .kubeapi import ApiError, KubeApi, TransportError
 from .model import Cad
@@ -51,7 +52,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # The CRD status schema is strict, so Kopf's bookkeeping lives in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # Literal env values are kept there as hashes only (diffbase.py).
+    settings.persistence.diffbase_storage = RedactedDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = config.watch_timeout

@@ -55,6 +55,10 @@ def _load_helper(name: str) -> None:
 
 
 _load_helper("canary_traffic")
+# The operator-process harness of test_operator_cluster, shared with test_operator_hardening.
+_load_helper("test_operator_cluster")
+# The canary harness of test_canary_cluster, shared with test_operator_peering.
+_load_helper("test_canary_cluster")
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "cricalgodeployment.yaml"
 

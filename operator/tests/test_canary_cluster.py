@@ -48,17 +48,25 @@ class OperatorProcess:
     log_dir: Path
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
+    # More flags (peering), and a name for the logs of several operators in one test.
+    args: list[str] = field(default_factory=list)
+    name: str = "operator"
+
+    @property
+    def log(self) -> Path:
+        return self.log_dir / f"{self.name}-{self.runs}.log"
 
     def start(self) -> None:
         self.runs += 1
         liveness = free_port()
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        log = self.log_dir / f"operator-{self.runs}.log"
+        log = self.log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", OPERATOR, "--kubeconfig", str(self.kubeconfig),
                  "--namespace", self.namespace, "--metrics-port", "0",
-                 "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--log-format", "text"],
+                 "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--log-format", "text",
+                 *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
 

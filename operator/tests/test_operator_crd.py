@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from cricalgo_operator.model import with_defaults
+from cricalgo_operator.model import Cad, with_defaults
+from cricalgo_operator.render import render
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("cad_crd")]
 
@@ -72,6 +73,21 @@ def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
             {"canary": {"stepDuration": "1m", "analysisInterval": "5m"}},
             "canary.analysisInterval must not be longer than canary.stepDuration",
         ),
+        ({"canary": {"analysisInterval": "1ms"}}, "canary.analysisInterval must be at least 1s"),
+        (
+            {"canary": {"analysisInterval": "999ms"}},
+            "canary.analysisInterval must be at least 1s",
+        ),
+        (
+            {"traffic": {"publicPaths": [{"path": "api/v1/webhooks/deposit"}]}},
+            "traffic.publicPaths[].path must start with /",
+        ),
+        ({"traffic": {"publicPaths": []}}, "spec.traffic.publicPaths"),
+        (
+            {"traffic": {"publicPaths": [{"path": "/x", "match": "Regex"}]}},
+            'supported values: "Exact", "Prefix"',
+        ),
+        ({"webhook": {"secretRef": {}}}, "spec.webhook.secretRef.name: Required value"),
         ({"image": None}, "spec.image: Required value"),
         ({"app": {"preStopSleepSeconds": 61}}, "spec.app.preStopSleepSeconds"),
         (
@@ -123,6 +139,16 @@ def test_invalid_cr_is_rejected_with_its_message(
         {"traffic": {"provider": "istio", "hosts": ["pay.example.com"], "gateways": ["gw"]}},
         {"traffic": {"provider": "nginx", "ingressClassName": "nginx"}},
         {"canary": {"steps": [100], "stepDuration": "1m30s", "analysisInterval": "30s"}},
+        {"canary": {"analysisInterval": "1s", "stepDuration": "3s"}},
+        {
+            "traffic": {
+                "publicPaths": [
+                    {"path": "/api/v1/webhooks/deposit"},
+                    {"path": "/api/v1/users", "match": "Prefix"},
+                ]
+            },
+            "webhook": {"secretRef": {"name": "pay-webhook"}},
+        },
         {
             "canary": {
                 "decision": "sequential",
@@ -150,3 +176,34 @@ def test_valid_variants_are_accepted(
 ) -> None:
     proc = _create(kube_cluster, namespace, _cr(**spec))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_name_too_long_for_its_children_is_refused_at_admission(
+    kube_cluster: Any, namespace: str
+) -> None:
+    """NAME-stable / NAME-canary are Services: DNS labels of at most 63 characters."""
+    body = copy.deepcopy(MINIMAL)
+    body["metadata"]["name"] = "p" * 57
+    proc = _create(kube_cluster, namespace, body)
+    assert proc.returncode != 0
+    assert "metadata.name must be at most 56 characters" in proc.stderr
+    body["metadata"]["name"] = "p" * 56
+    proc = _create(kube_cluster, namespace, body)
+    assert proc.returncode == 0, proc.stderr
+    # The longest admitted name still makes valid Service names (DNS labels).
+    meta = {"name": "p" * 56, "namespace": namespace, "uid": "u"}
+    services = [
+        m["metadata"]["name"]
+        for m in render(Cad.from_body({**body, "metadata": meta}))
+        if m["kind"] == "Service"
+    ]
+    assert max(len(n) for n in services) == 63
+
+
+def test_webhook_secret_ref_defaults_its_key(kube_cluster: Any, namespace: str) -> None:
+    body = _cr(webhook={"secretRef": {"name": "pay-webhook"}})
+    assert _create(kube_cluster, namespace, body).returncode == 0
+    got = json.loads(
+        kube_cluster.kubectl("get", "cad", "pay", "-n", namespace, "-o", "json").stdout
+    )
+    assert got["spec"]["webhook"]["secretRef"] == {"name": "pay-webhook", "key": "secret"}
