@@ -185,7 +185,11 @@ async def bench(kubeconfig: Path, prometheus: PrometheusServer, runs: int) -> di
                 }
             )
         for decision in DECISIONS:
-            ready = await wait(api, decision, "Ready", lambda s: s.get("phase") == "Ready")
+            # No pod runs here: the first revision is stable once reconciled (the phase stays
+            # Initializing until stable Deployments are available).
+            ready = await wait(
+                api, decision, "reconciled", lambda s: s.get("observedGeneration") == 1
+            )
             if ready is None:
                 raise SystemExit(f"bench-canary: {decision}: the stable version never got Ready")
         # Prometheus needs a few seconds from a new target to a rate over a window.

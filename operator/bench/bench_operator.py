@@ -66,7 +66,8 @@ def _free_port() -> int:
 
 def _reconciled(body: dict[str, Any] | None) -> bool:
     status = (body or {}).get("status") or {}
-    return status.get("phase") == "Ready" and status.get("observedGeneration") == 1
+    # No pod runs here: the CR stays Initializing (Ready needs available Deployments).
+    return bool(status.get("stableRevision")) and status.get("observedGeneration") == 1
 
 
 async def _create(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:

@@ -135,8 +135,10 @@ async def refresh_status(
 ) -> Cad:
     """Write conditions if they changed; finish a promotion once stable is available.
 
-    With `settle` (the reconciler, after applying everything) also move Initializing
-    to Ready and record observedGeneration; the readiness watcher leaves those alone.
+    Initializing becomes Ready once the stable Deployments are available (whichever path
+    sees that first): a CR whose pods never start stays Initializing, its Ready condition
+    saying why. With `settle` (the reconciler, after applying everything) also record
+    observedGeneration; the readiness watcher leaves that alone.
     """
     phase = cad.status.get("phase") or "Initializing"
     if phase == "Promoting" and promotion_ready(cad, deployments):
@@ -151,7 +153,7 @@ async def refresh_status(
         deployments = [deployment_readiness(o) for o in applied if o.get("kind") == "Deployment"]
         phase = "Ready"
     patch: dict[str, Any] = {}
-    if settle and phase == "Initializing":
+    if phase == "Initializing" and stable_readiness(deployments).ready:
         patch["phase"] = phase = "Ready"
     conditions = conditions_for(
         cad.with_status({**cad.status, "phase": phase}), deployments, now, keep_failure=not settle

@@ -218,7 +218,8 @@ class Canary:
     def stable_first(self, traffic: dict[str, Any] | None = None, **canary: Any) -> None:
         """CR at V1, stable and Ready, before any canary."""
         self.apply(V1, traffic, **canary)
-        self.wait("the first version to be stable", lambda s: s.get("phase") == "Ready")
+        # No pod runs here, so the phase stays Initializing; reconciled is what counts.
+        self.wait("the first version to be stable", lambda s: s.get("observedGeneration") == 1)
 
 
 @pytest.fixture

@@ -220,6 +220,11 @@ def status_of(body: dict[str, Any]) -> dict[str, Any]:
     return body.get("status") or {}
 
 
+def reconciled(body: dict[str, Any]) -> bool:
+    """The operator has handled the CR's first generation (children applied, status written)."""
+    return status_of(body).get("observedGeneration") == 1
+
+
 async def act_as(
     kubeconfig: Path, namespace: str, action: Callable[[KubeApi, Cad], Awaitable[Cad]]
 ) -> Cad:
@@ -282,13 +287,7 @@ def test_create_applies_every_child_with_owner_references(
     cluster: Cluster, clusterwide_operator: OperatorProcess, provider: str
 ) -> None:
     cluster.apply(cr(provider))
-    body = wait_status(
-        cluster,
-        "phase Ready",
-        lambda b: (
-            status_of(b).get("phase") == "Ready" and status_of(b).get("observedGeneration") == 1
-        ),
-    )
+    body = wait_status(cluster, "the first reconcile", reconciled)
     wait_until_children_match(cluster)
     kinds = {c.split("/")[0] for c in status_of(body)["children"]}
     expected = {
@@ -305,10 +304,12 @@ def test_create_applies_every_child_with_owner_references(
     }[provider]
     assert kinds == expected
     assert status_of(body)["stableImage"] == "registry.local/cricalgo:1.0.0"
-    # No kubelet runs pods here, so Ready is False, in a shape `kubectl wait` understands.
+    # No kubelet runs pods here, so Ready is False, in a shape `kubectl wait` understands,
+    # and the phase says the same: never Ready while the stable pods are not.
     for condition in ("Ready=False", "Progressing=False", "Degraded=False"):
         proc = cluster.kubectl("wait", f"--for=condition={condition}", "cad/pay", "--timeout=30s")
         assert proc.returncode == 0
+    assert status_of(cluster.cad())["phase"] == "Initializing"
     events = json.loads(
         cluster.kubectl(
             "get",
@@ -327,7 +328,7 @@ async def test_image_change_starts_a_canary_and_weight_25_moves_every_object(
     cluster: Cluster, namespaced_operator: OperatorProcess, provider: str
 ) -> None:
     cluster.apply(cr(provider))
-    wait_status(cluster, "phase Ready", lambda b: status_of(b).get("phase") == "Ready")
+    wait_status(cluster, "the first reconcile", reconciled)
     cluster.apply(cr(provider, image="registry.local/cricalgo:1.1.0"))
     body = wait_status(
         cluster, "phase Progressing", lambda b: status_of(b).get("phase") == "Progressing"
@@ -383,7 +384,7 @@ def test_hand_edits_are_repaired_foreign_fields_survive_and_deletion_collects(
     cluster: Cluster, namespaced_operator: OperatorProcess
 ) -> None:
     cluster.apply(cr("istio"))
-    wait_status(cluster, "phase Ready", lambda b: status_of(b).get("phase") == "Ready")
+    wait_status(cluster, "the first reconcile", reconciled)
     app_uid = cluster.get("deployment", "pay-app")["metadata"]["uid"]  # type: ignore[index]
     cluster.kubectl("delete", "deployment", "pay-app", "--wait=false")
     cluster.kubectl("delete", "service", "pay-stable", "--wait=false")
@@ -455,7 +456,7 @@ async def test_restart_mid_canary_keeps_status_and_weight(
     cluster: Cluster, namespaced_operator: OperatorProcess
 ) -> None:
     cluster.apply(cr("istio"))
-    wait_status(cluster, "phase Ready", lambda b: status_of(b).get("phase") == "Ready")
+    wait_status(cluster, "the first reconcile", reconciled)
     cluster.apply(cr("istio", image="registry.local/cricalgo:1.1.0"))
     wait_status(cluster, "phase Progressing", lambda b: status_of(b).get("phase") == "Progressing")
     await set_weight_as(namespaced_operator.kubeconfig, cluster.namespace, 25)
@@ -529,7 +530,7 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
     cluster: Cluster, namespaced_operator: OperatorProcess
 ) -> None:
     cluster.apply(cr("none"))
-    wait_status(cluster, "phase Ready", lambda b: status_of(b).get("phase") == "Ready")
+    wait_status(cluster, "the first reconcile", reconciled)
     for image in ("registry.local/cricalgo:1.1.0", "registry.local/cricalgo:1.2.0"):
         cluster.apply(cr("none", image=image))
         wait_status(cluster, image, lambda b, i=image: status_of(b).get("canaryImage") == i)
