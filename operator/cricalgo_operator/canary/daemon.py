@@ -19,6 +19,8 @@ from cricalgo_operator.canary.engine import IMMEDIATE_ROLLBACKS
 from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.runner import tick
+from cricalgo_operator.children import OwnershipConflict
+from cricalgo_operator.failures import ANALYSIS_FAILED, report_failure
 from cricalgo_operator.kubeapi import ApiError, KubeApi, TransportError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
 
@@ -82,8 +84,14 @@ async def canary_analysis(
             logger.warning(f"canary analysis failed: API server unreachable: {error!r}")
             await stopped.wait(ERROR_RETRY_SECONDS)
             continue
+        except OwnershipConflict as error:  # reported on the CR by the reconciler
+            logger.warning(f"canary analysis waits: {error}")
+            await stopped.wait(ERROR_RETRY_SECONDS * 6)
+            continue
         except ValueError as error:  # an unparsable spec the CRD let through
             logger.error(f"canary analysis cannot run: {error}")
+            message = f"canary analysis cannot run: {error}"
+            await report_failure(memo.api, namespace, name, ANALYSIS_FAILED, message, _now())
             await stopped.wait(ERROR_RETRY_SECONDS * 6)
             continue
         if result is None:
