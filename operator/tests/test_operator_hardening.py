@@ -193,7 +193,8 @@ def test_the_operator_may_set_block_owner_deletion(
         "auth",
         "can-i",
         "update",
-        "cricalgodeployments.cricalgo.io/finalizers",
+        "cricalgodeployments.cricalgo.io",
+        "--subresource=finalizers",
         f"--as=system:serviceaccount:{cluster.namespace}:cricalgo-operator",
         check=False,
     )
