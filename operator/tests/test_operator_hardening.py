@@ -77,10 +77,11 @@ def test_an_object_with_a_childs_name_is_not_taken_over_and_the_cr_says_so(
 
     # Once the object is gone, the operator creates its own and the condition clears.
     cluster.kubectl("delete", "service", "pay-stable")
-    wait_status(
-        cluster,
+    # The operator retries a conflict every 30 s.
+    wait_for(
         "Degraded to clear",
-        lambda b: condition(b, "Degraded").get("status") == "False",
+        lambda: condition(cluster.cad(), "Degraded").get("status") == "False",
+        timeout=120,
     )
     mine = cluster.get("service", "pay-stable")
     assert mine is not None
