@@ -23,12 +23,20 @@ from cricalgo_operator.render import render
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-HOST = "pay.example.com"
 WEBHOOK = "/api/v1/webhooks/deposit"
-TRAFFIC = {
-    "istio": {"provider": "istio", "hosts": [HOST]},
-    "nginx": {"provider": "nginx", "hosts": [HOST], "ingressClassName": "nginx"},
-}
+
+
+def host(namespace: str) -> str:
+    """A host of this test alone (the mesh serves every namespace; the first route wins)."""
+    return f"pay.{namespace}.example.com"
+
+
+def traffic_of(provider: str, namespace: str) -> dict[str, Any]:
+    if provider == "istio":
+        return {"provider": "istio", "hosts": [host(namespace)]}
+    return {"provider": "nginx", "hosts": [host(namespace)], "ingressClassName": "nginx"}
+
+
 ROUTER_KINDS = {"Service", "VirtualService", "DestinationRule", "Ingress"}
 
 
@@ -97,11 +105,11 @@ def app_pod(name: str) -> dict[str, Any]:
     }
 
 
-def get(mesh: LocalMesh, path: str) -> tuple[int, str]:
+def get(mesh: LocalMesh, namespace: str, path: str) -> tuple[int, str]:
     address, port = mesh.listen.rsplit(":", 1)
     conn = http.client.HTTPConnection(address, int(port), timeout=5)
     try:
-        conn.request("GET", path, headers={"Host": HOST})
+        conn.request("GET", path, headers={"Host": host(namespace)})
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -120,14 +128,15 @@ def test_only_the_webhook_path_is_published_by_default(
     kube_cluster.kubectl(
         "wait", "--for=condition=Ready", "pod/pay-app-a", "-n", namespace, "--timeout=90s"
     )
-    apply(kube_cluster, namespace, *router_objects(namespace, TRAFFIC[provider]))
+    apply(kube_cluster, namespace, *router_objects(namespace, traffic_of(provider, namespace)))
     wait_for(
-        "the mesh to route the webhook", lambda: get(local_mesh, WEBHOOK) == (200, "pay-app-a")
+        "the mesh to route the webhook",
+        lambda: get(local_mesh, namespace, WEBHOOK) == (200, "pay-app-a"),
     )
 
     # Every pod serves these; the mesh must not route them.
     for path in ("/metrics", "/readyz", "/healthz", "/api/v1/users/alice", "/", f"{WEBHOOK}/x"):
-        status, body = get(local_mesh, path)
+        status, body = get(local_mesh, namespace, path)
         assert status == 404, (path, status, body)
         assert "pay-app-a" not in body
 
@@ -143,13 +152,13 @@ def test_listed_prefixes_are_published_too(
         "wait", "--for=condition=Ready", "pod/pay-app-b", "-n", namespace, "--timeout=90s"
     )
     traffic = {
-        **TRAFFIC["istio"],
+        **traffic_of("istio", namespace),
         "publicPaths": [{"path": WEBHOOK}, {"path": "/api/v1/users", "match": "Prefix"}],
     }
     apply(kube_cluster, namespace, *router_objects(namespace, traffic))
     wait_for(
         "the mesh to route the users API",
-        lambda: get(local_mesh, "/api/v1/users/alice") == (200, "pay-app-b"),
+        lambda: get(local_mesh, namespace, "/api/v1/users/alice") == (200, "pay-app-b"),
     )
-    assert get(local_mesh, WEBHOOK) == (200, "pay-app-b")
-    assert get(local_mesh, "/metrics")[0] == 404
+    assert get(local_mesh, namespace, WEBHOOK) == (200, "pay-app-b")
+    assert get(local_mesh, namespace, "/metrics")[0] == 404
