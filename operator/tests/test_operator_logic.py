@@ -418,3 +418,19 @@ def test_aborting_back_to_the_stable_image_reports_it_promoted() -> None:
     back = cad("reg/cricalgo:1.0", canary.status)
     back = apply_patch(back, plan_revision(back, NOW)[0])
     assert _promoted(back)["status"] == "True"
+
+
+def test_forget_removes_every_series_of_a_deleted_cr() -> None:
+    from cricalgo_operator import metrics
+    from prometheus_client import generate_latest
+
+    metrics.record_state("ns-forget", "gone", "Progressing", 25)
+    metrics.analysis_verdicts.labels("ns-forget", "gone", "errorRate", "pass").inc()
+    metrics.rollbacks.labels("ns-forget", "gone", "CheckFailed").inc()
+    metrics.record_outcome("ns-forget", "gone", "superseded")
+    metrics.analysis_errors.labels("ns-forget", "gone").inc()
+    metrics.record_state("ns-forget", "kept", "Ready", 0)
+    metrics.forget("ns-forget", "gone")
+    text = generate_latest().decode()
+    assert 'name="gone"' not in text
+    assert 'name="kept",namespace="ns-forget"' in text
