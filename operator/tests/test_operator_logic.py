@@ -434,3 +434,19 @@ def test_forget_removes_every_series_of_a_deleted_cr() -> None:
     text = generate_latest().decode()
     assert 'name="gone"' not in text
     assert 'name="kept",namespace="ns-forget"' in text
+
+
+def test_a_reported_failure_stays_until_a_reconcile_succeeds() -> None:
+    from cricalgo_operator.failures import OWNERSHIP_CONFLICT, failure_conditions
+
+    failed = failure_conditions([], OWNERSHIP_CONFLICT, "Service/pay-stable exists", NOW, 1)
+    broken = cad(status={"phase": "Initializing", "conditions": failed})
+
+    def degraded(keep: bool) -> dict[str, Any]:
+        found = conditions_for(broken, [], NOW, keep_failure=keep)
+        return next(c for c in found if c["type"] == "Degraded")
+
+    kept = degraded(True)  # the readiness watcher
+    assert (kept["status"], kept["reason"]) == ("True", OWNERSHIP_CONFLICT)
+    cleared = degraded(False)  # a reconcile that got through
+    assert (cleared["status"], cleared["reason"]) == ("False", "AsExpected")
