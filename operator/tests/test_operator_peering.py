@@ -76,16 +76,17 @@ def test_the_standby_continues_a_canary_when_the_active_replica_is_killed(
     peers: tuple[Canary, OperatorProcess, OperatorProcess],
 ) -> None:
     canary, active, standby = peers
-    wait_for(
-        "the standby to pause in favour of the active replica",
-        lambda: "Pausing operations in favour of" in standby.log.read_text(),
-    )
+    # Both start paused (peering is mandatory); the one of highest priority resumes.
+    resumed = "Resuming operations after the pause"
+    wait_for("the active replica to resume", lambda: resumed in active.log.read_text())
     healthy(canary, V2)
     canary.stable_first(stepDuration="4s")
     canary.set_image(V2)
     at = canary.wait("step 25 %", lambda s: s.get("canaryWeight") == 25)
     step = int(at["currentStep"])
-    assert "reconcile_cad" not in standby.log.read_text()  # it did nothing meanwhile
+    # The standby did nothing meanwhile.
+    assert resumed not in standby.log.read_text()
+    assert "reconcile_cad" not in standby.log.read_text()
 
     active.kill()
     canary.seen.clear()
@@ -94,4 +95,4 @@ def test_the_standby_continues_a_canary_when_the_active_replica_is_killed(
     assert steps == sorted(steps)
     assert steps[0] >= step  # from the step it was on, never from the start
     assert next(w for w in canary.weights() if w) in (25, 50)
-    assert "Resuming operations after the pause" in standby.log.read_text()
+    assert resumed in standby.log.read_text()
