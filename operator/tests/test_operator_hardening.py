@@ -121,8 +121,10 @@ def test_pruning_deletes_only_objects_carrying_the_crs_uid(
 def test_a_child_the_api_server_refuses_shows_on_the_cr(
     cluster: Cluster, namespaced_operator: OperatorProcess
 ) -> None:
-    # The CRD admits any image string; a Deployment refuses surrounding whitespace (422).
-    body = cr("none", image="registry.local/cricalgo:1.0.0 ")
+    # The CRD keeps resources open (ResourceRequirements); a Deployment refuses a request
+    # above its limit (422).
+    body = cr("none")
+    body["spec"]["resources"] = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
     cluster.apply(body)
     got = wait_status(
         cluster,
