@@ -14,7 +14,7 @@ import datetime
 import logging
 from typing import Any
 
-from .kubeapi import ApiError, KubeApi
+from .kubeapi import ApiError, KubeApi, TransportError
 from .model import Cad
 from .naming import API_VERSION, KIND
 from .status import Transition, set_condition, write_status
@@ -73,7 +73,7 @@ async def report_failure(
             return False
         transition = Transition(reason, message[:MESSAGE_LIMIT], "Warning")
         await write_status(api, cad, {"conditions": after}, transition, now)
-    except (ApiError, OSError) as error:
+    except (ApiError, TransportError, OSError) as error:
         log.warning("could not report %s on %s/%s: %r", reason, namespace, name, error)
         return False
     return True

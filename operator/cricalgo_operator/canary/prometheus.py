@@ -105,6 +105,13 @@ class PrometheusClient:
         except (AttributeError, TypeError, IndexError) as exc:  # a shape no Prometheus sends
             raise PrometheusResponseError("malformed answer") from exc
 
+    async def targets(self) -> dict[str, Any]:
+        """The `data` of /api/v1/targets for active targets (labels, scrapeInterval, ...)."""
+        data = (await self._get({"state": "active"}, "/api/v1/targets")).get("data")
+        if not isinstance(data, dict):
+            raise PrometheusResponseError("targets: no data object")
+        return data
+
 
 # What an error says goes into the CR's status and Events, which the CR's author reads, and
 # the URL may be the author's choice: only the HTTP status, Prometheus' own error types and
@@ -124,13 +131,6 @@ def _failure(error: Exception | None) -> str:
     if isinstance(error, PrometheusUnavailable):
         return str(error)
     return type(error).__name__ if error is not None else "no answer"
-
-    async def targets(self) -> dict[str, Any]:
-        """The `data` of /api/v1/targets for active targets (labels, scrapeInterval, ...)."""
-        data = (await self._get({"state": "active"}, "/api/v1/targets")).get("data")
-        if not isinstance(data, dict):
-            raise PrometheusResponseError(f"targets: no data object: {data!r}"[:200])
-        return data
 
 
 def _number(raw: Any) -> float:

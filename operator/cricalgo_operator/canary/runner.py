@@ -205,7 +205,7 @@ async def tick(
     status = CanaryStatus.from_dict(cad.status)
     readings = Readings()
     if needs_readings(config, status):
-        url = config.prometheus_url or default_url
+        url = PrometheusPolicy.of(default_url).choose(config.prometheus_url).url
         if url and window_unchecked(cad):
             timeout = query_timeout(config.analysis_interval)
             cad = await check_window(api, cad, url, config.analysis_interval, now, timeout)
