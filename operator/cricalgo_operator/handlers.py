@@ -24,6 +24,7 @@ from .model import Cad
 from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
 from .readiness import DeploymentReadiness, deployment_readiness
 from .reconcile import reconcile_fresh, refresh_readiness, repair_child
+from .resync import settled
 
 # Children watched for drift: (groupversion, plural).
 CHILD_RESOURCES = (
@@ -110,17 +111,52 @@ def _owner(body: kopf.Body) -> dict[str, Any] | None:
     return next((dict(r) for r in refs if r.get("kind") == KIND), None)
 
 
+def _child_id(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Any, str] | None:
+    """Which children exist, by owning CR (namespace, name): "Kind/name"."""
+    owner = _owner(body)
+    if owner is None:
+        return None
+    return {(namespace, owner["name"]): f"{body.get('kind')}/{body.metadata.get('name')}"}
+
+
+for _groupversion, _plural in CHILD_RESOURCES:
+    kopf.index(_groupversion, _plural, labels=OURS, id=f"children_{_plural}")(_child_id)
+
+
+def _present(cad: Cad, indexes: dict[str, Any]) -> set[str]:
+    present: set[str] = set()
+    for _, plural in CHILD_RESOURCES:
+        index = indexes.get(f"children_{plural}")
+        if index is not None:
+            present.update(index.get((cad.namespace, cad.name), []))
+    return present
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
+async def resume_cad(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Operator restart: reconcile only a CR that is not settled (resync.settled).
+
+    Kopf fills the indexes before it calls any handler, so a child deleted while the
+    operator was away is missing from them and its CR is reconciled."""
+    cad = Cad.from_body(body)
+    if settled(cad, _present(cad, kwargs)):
+        return
+    await _reconcile(cad, memo)
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
 @kopf.on.update(GROUP, VERSION, PLURAL, retries=20, backoff=5, timeout=900)
 async def reconcile_cad(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Create, change, operator restart: render and apply everything, update the status.
+    """Create, change: render and apply everything, update the status.
 
     A failure other than a lost write race is put on the CR (Degraded condition and a
     Warning Event, failures.py), not only in the log.
     """
+    await _reconcile(Cad.from_body(body), memo)
+
+
+async def _reconcile(cad: Cad, memo: kopf.Memo) -> None:
     started = time.perf_counter()
-    cad = Cad.from_body(body)
     try:
         await reconcile_fresh(memo.api, cad, _now())
     except OwnershipConflict as error:
