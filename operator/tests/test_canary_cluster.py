@@ -338,14 +338,22 @@ def test_moderate_errors_roll_back_after_max_failed_checks(canary: Canary) -> No
     assert replicas == "0"
 
 
-def test_severe_errors_roll_back_on_the_first_failing_tick(canary: Canary) -> None:
+@pytest.mark.parametrize(
+    ("decision", "reason"),
+    [("count", "fail fast"), ("sequential", "sequential test: evidence of a fault")],
+)
+def test_severe_errors_roll_back_on_the_first_failing_tick(
+    canary: Canary, decision: str, reason: str
+) -> None:
+    """50 % errors roll back before any check is counted, under either decision: the
+    counted one by its fail-fast factor, the sequential one by its evidence boundary."""
     canary.play("stable", V1)
     canary.play("canary", V2, errors=50)
-    canary.stable_first(stepDuration="30s")
+    canary.stable_first(decision=decision, stepDuration="30s")
     canary.set_image(V2)
     status = canary.wait("rollback", lambda s: s.get("phase") == "RolledBack")
-    assert status["failedChecks"] == 0  # no counted failure: fail fast
-    assert "fail fast" in status["history"][-1]["reason"]
+    assert status["failedChecks"] == 0  # no counted failure
+    assert reason in status["history"][-1]["reason"]
     assert status["canaryWeight"] == 0
 
 
@@ -488,7 +496,9 @@ def test_no_traffic_to_a_canary_whose_pods_are_not_ready(canary: Canary, capsys:
 def test_a_severe_fault_is_rolled_back_between_ticks(canary: Canary) -> None:
     canary.play("stable", V1)
     exporter = canary.play("canary", V2)
-    canary.stable_first(analysisInterval="30s", stepDuration="30m")
+    # The counted decision's fail-fast probes; the sequential decision's own between-ticks
+    # rollback is test_sequential_decision_rolls_back_a_moderate_fault_with_its_evidence.
+    canary.stable_first(decision="count", analysisInterval="30s", stepDuration="30m")
     canary.set_image(V2)
     passed = canary.wait("a passing tick at 10 %", lambda s: s.get("canaryWeight") == 10
                          and (s.get("lastAnalysis") or {}).get("verdict") == "pass")  # fmt: skip
@@ -515,7 +525,8 @@ def test_a_pipeline_waits_for_the_outcome_with_kubectl_wait(canary: Canary) -> N
     canary.play("stable", V1)
     canary.play("canary", V2, errors=5)  # failing checks, not fail-fast
     canary.stable_first(failFastFactor=20, stepDuration="30s")
-    assert wait("Promoted", "30s").returncode == 0  # the first image is stable
+    # No pod runs here: the first revision stays Initializing, neither promoted nor failed.
+    assert wait("Promoted", "2s").returncode != 0
     canary.set_image(V2)
     # The old True is about the previous generation: a wait for success does not match it.
     assert wait("Promoted", "2s").returncode != 0
