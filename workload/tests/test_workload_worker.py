@@ -128,6 +128,12 @@ def test_exhausted_retries_dead_letter_the_message(
         assert register(client, auth, "slowpoke").status_code == 201
         tx_id = post_deposit(deposit_body(user_id="slowpoke")).json()["tx_id"]
         wait_for(lambda: status_of(settings.database_url, tx_id) == "dead", timeout=30)
+        # The row turns dead inside the last attempt; its middleware counts the outcome
+        # once that attempt returns, a moment later.
+        wait_for(
+            lambda: 'outcome="dead_letter"' in generate_latest(worker.metrics.registry).decode(),
+            timeout=30,
+        )
         metrics = generate_latest(worker.metrics.registry).decode()
     finally:
         worker.stop(timeout_ms=5000)
