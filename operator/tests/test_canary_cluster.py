@@ -222,10 +222,9 @@ class Canary:
         self.wait("the first version to be stable", lambda s: s.get("observedGeneration") == 1)
 
 
-@pytest.fixture
-def canary(
-    kube_cluster: Any, namespace: str, prometheus_server: Any, tmp_path: Path
-) -> Iterator[Canary]:
+def operator_kubeconfig(kube_cluster: Any, namespace: str) -> Path:
+    """A kubeconfig for the operator's own ServiceAccount in `namespace`, bound to its
+    least-privilege Role, never the admin's."""
     kube_cluster.kubectl("apply", "-n", namespace, "-f", str(RBAC / "role.yaml"))
     kube_cluster.kubectl(
         "create", "rolebinding", "cricalgo-operator", "-n", namespace,
@@ -235,7 +234,14 @@ def canary(
     token = kube_cluster.kubectl(
         "create", "token", "cricalgo-operator", "-n", namespace, "--duration=1h"
     ).stdout.strip()
-    kubeconfig = Path(kube_cluster.kubeconfig_for_token(token))
+    return Path(kube_cluster.kubeconfig_for_token(token))
+
+
+@pytest.fixture
+def canary(
+    kube_cluster: Any, namespace: str, prometheus_server: Any, tmp_path: Path
+) -> Iterator[Canary]:
+    kubeconfig = operator_kubeconfig(kube_cluster, namespace)
     operator = OperatorProcess(kubeconfig, namespace, tmp_path)
     operator.start()
     env = Canary(kube_cluster, namespace, prometheus_server, operator)

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from cricalgo_localstack.polling import wait_for
 from test_canary_cluster import (  # loaded by conftest.py
-    RBAC,
     V2,
     Canary,
     OperatorProcess,
     healthy,
+    operator_kubeconfig,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("cad_crd")]
@@ -38,16 +38,7 @@ def peers(
     )
     peering = f"apiVersion: kopf.dev/v1\nkind: KopfPeering\nmetadata: {{name: {PEERING}}}\n"
     kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=peering)
-    kube_cluster.kubectl("apply", "-n", namespace, "-f", str(RBAC / "role.yaml"))
-    kube_cluster.kubectl(
-        "create", "rolebinding", "cricalgo-operator", "-n", namespace,
-        "--role=cricalgo-operator", f"--serviceaccount={namespace}:cricalgo-operator",
-    )  # fmt: skip
-    kube_cluster.kubectl("create", "serviceaccount", "cricalgo-operator", "-n", namespace)
-    token = kube_cluster.kubectl(
-        "create", "token", "cricalgo-operator", "-n", namespace, "--duration=1h"
-    ).stdout.strip()
-    kubeconfig = Path(kube_cluster.kubeconfig_for_token(token))
+    kubeconfig = operator_kubeconfig(kube_cluster, namespace)
 
     def replica(name: str, priority: int) -> OperatorProcess:
         flags = ["--peering", PEERING, "--peering-priority", str(priority)]
