@@ -101,12 +101,12 @@ def _issue(
     return pair
 
 
-def generate_pki(directory: Path) -> ClusterPKI:
-    """Write a fresh PKI for a local cluster into `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _new_ca(
+    directory: Path, common_name: str
+) -> tuple[KeyPair, x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    ca_name = _name("cricalgo-local-ca")
+    ca_name = _name(common_name)
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -135,6 +135,48 @@ def generate_pki(directory: Path) -> ClusterPKI:
     ca = KeyPair(cert=directory / "ca.crt", key=directory / "ca.key")
     ca.cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(ca.key, ca_key)
+    return ca, ca_cert, ca_key
+
+
+@dataclass(frozen=True)
+class ServerPKI:
+    """A CA of its own, a serving certificate it signed and a client certificate."""
+
+    ca: KeyPair
+    server: KeyPair
+    client: KeyPair
+
+
+def generate_server_pki(directory: Path, server_names: list[str]) -> ServerPKI:
+    """A fresh CA with a serving certificate for `server_names` (DNS names) and a client
+    certificate: a TLS server (Prometheus' --web.config.file) and its client, both local."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_cert, ca_key = _new_ca(directory, "cricalgo-test-ca")
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
+    server = _issue(
+        directory,
+        "server",
+        _name(server_names[0]),
+        ca_cert,
+        ca_key,
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        sans,
+    )
+    client = _issue(
+        directory,
+        "client",
+        _name("cricalgo-operator"),
+        ca_cert,
+        ca_key,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    return ServerPKI(ca=ca, server=server, client=client)
+
+
+def generate_pki(directory: Path) -> ClusterPKI:
+    """Write a fresh PKI for a local cluster into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_cert, ca_key = _new_ca(directory, "cricalgo-local-ca")
 
     server = ExtendedKeyUsageOID.SERVER_AUTH
     client = ExtendedKeyUsageOID.CLIENT_AUTH

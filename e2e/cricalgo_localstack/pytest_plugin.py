@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from .binaries import ensure_toolchain
+from .certs import ServerPKI, generate_server_pki
 from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
 from .mesh import LocalMesh
@@ -71,6 +72,55 @@ def postgres_server() -> Iterator[PostgresServer]:
 def prometheus_server() -> Iterator[PrometheusServer]:
     """A real Prometheus scraping whatever `.set_targets(job, targets)` names, every 1 s."""
     yield from _serve(PrometheusServer(new_work_dir("prometheus")))  # type: ignore[misc]
+
+
+@dataclass
+class SecuredPrometheus:
+    """A Prometheus behind its own --web.config.file: TLS with a certificate for
+    `server_name` only (not 127.0.0.1) from a CA of its own, a client certificate required,
+    and one basic-auth user (bcrypt hash)."""
+
+    server: PrometheusServer
+    pki: ServerPKI
+    username: str
+    password: str
+    server_name: str = "prometheus.monitoring.svc"
+
+
+@pytest.fixture(scope="session")
+def secured_prometheus_server() -> Iterator[SecuredPrometheus]:
+    """A real Prometheus that answers only with TLS, a client certificate and basic auth."""
+    import base64
+    import secrets
+    import ssl
+
+    import bcrypt
+
+    work_dir = new_work_dir("prometheus-secured")
+    server_name = SecuredPrometheus.server_name
+    pki = generate_server_pki(work_dir / "pki", [server_name])
+    username, password = "cricalgo", secrets.token_urlsafe(16)
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    context.check_hostname = False  # the readiness check dials 127.0.0.1; the CA still counts
+    pair = base64.b64encode(f"{username}:{password}".encode()).decode()
+    server = PrometheusServer(
+        work_dir,
+        web_config={
+            "tls_server_config": {
+                "cert_file": str(pki.server.cert),
+                "key_file": str(pki.server.key),
+                "client_auth_type": "RequireAndVerifyClientCert",
+                "client_ca_file": str(pki.ca.cert),
+            },
+            "basic_auth_users": {username: hashed},
+        },
+        ready_context=context,
+        ready_headers={"Authorization": f"Basic {pair}"},
+    )
+    for _ in _serve(server):
+        yield SecuredPrometheus(server, pki, username, password, server_name)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -40,8 +41,11 @@ def _find_binary(name: str, *extra_globs: str) -> str:
     return found
 
 
-def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:
+def _http_ok(
+    url: str, context: ssl.SSLContext | None = None, headers: dict[str, str] | None = None
+) -> bool:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=2, context=context) as response:
         return bool(response.status == 200)
 
 
@@ -257,11 +261,17 @@ class PrometheusServer:
     kubernetes: dict[str, str] | None = None
     # Built from the Go module proxy by default: Debian's build lacks Kubernetes discovery.
     binary: str | None = None
+    # The contents of --web.config.file (TLS, basic-auth users); the readiness check then
+    # connects with `ready_context` and sends `ready_headers`.
+    web_config: dict[str, object] | None = None
+    ready_context: ssl.SSLContext | None = None
+    ready_headers: dict[str, str] = field(default_factory=dict)
     process: ManagedProcess | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        tls = bool(self.web_config and "tls_server_config" in self.web_config)
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def targets_dir(self) -> Path:
@@ -303,21 +313,23 @@ class PrometheusServer:
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         config = self.work_dir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.render_config(), sort_keys=False))
-        self.process = ManagedProcess(
-            "prometheus",
-            [
-                self.binary or str(ensure_prometheus()),
-                f"--config.file={config}",
-                f"--storage.tsdb.path={self.work_dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=2h",
-                "--log.level=warn",
-            ],
-            self.work_dir / "prometheus.log",
-        )
+        args = [
+            self.binary or str(ensure_prometheus()),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.work_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=2h",
+            "--log.level=warn",
+        ]
+        if self.web_config is not None:
+            web = self.work_dir / "web.yml"
+            web.write_text(yaml.safe_dump(self.web_config, sort_keys=False))
+            args.append(f"--web.config.file={web}")
+        self.process = ManagedProcess("prometheus", args, self.work_dir / "prometheus.log")
         self.process.start()
-        self.process.wait_ready(lambda: _http_ok(f"{self.url}/-/ready"), 60)
+        ready = f"{self.url}/-/ready"
+        self.process.wait_ready(lambda: _http_ok(ready, self.ready_context, self.ready_headers), 60)
 
     def stop(self) -> None:
         if self.process:

@@ -25,6 +25,17 @@ MINIMAL: dict[str, Any] = {
 }
 
 
+# Secret references of spec.canary.prometheus.
+CA = {"name": "prom-ca", "key": "ca.crt"}
+TOKEN = {"bearerTokenSecret": {"name": "prom", "key": "token"}}
+BASIC = {
+    "basicAuth": {
+        "username": {"name": "prom", "key": "username"},
+        "password": {"name": "prom", "key": "password"},
+    }
+}
+
+
 def _cr(**spec: Any) -> dict[str, Any]:
     body = copy.deepcopy(MINIMAL)
     for key, value in spec.items():
@@ -123,6 +134,49 @@ def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
             {"canary": {"sequential": {"faultFactor": 1}}},
             "canary.sequential.faultFactor must be greater than 1",
         ),
+        (
+            {"canary": {"prometheus": {"url": "https://prom", **TOKEN, **BASIC}}},
+            "canary.prometheus takes bearerTokenSecret or basicAuth, not both",
+        ),
+        (
+            {"canary": {"prometheus": TOKEN}},
+            "canary.prometheus credentials (bearerTokenSecret, basicAuth, tls) need "
+            "canary.prometheus.url",
+        ),
+        (
+            {"canary": {"prometheus": {"url": "http://prom", "tls": {"caSecret": CA}}}},
+            "canary.prometheus.tls needs an https:// url",
+        ),
+        (
+            {"canary": {"prometheus": {"url": "https://prom", "tls": {"certSecret": CA}}}},
+            "canary.prometheus.tls.certSecret and keySecret go together",
+        ),
+        (
+            {
+                "canary": {
+                    "prometheus": {
+                        "url": "https://prom",
+                        "tls": {"caSecret": CA, "insecureSkipVerify": True},
+                    }
+                }
+            },
+            "canary.prometheus.tls takes caSecret or insecureSkipVerify, not both",
+        ),
+        (
+            {
+                "canary": {
+                    "prometheus": {
+                        "url": "https://prom",
+                        "bearerTokenSecret": {"name": "prom", "key": "a/b"},
+                    }
+                }
+            },
+            "a Secret key may hold only letters, digits",
+        ),
+        (
+            {"canary": {"prometheus": {"url": "https://prom", "basicAuth": {"username": CA}}}},
+            "spec.canary.prometheus.basicAuth.password: Required value",
+        ),
     ],
 )
 def test_invalid_cr_is_rejected_with_its_message(
@@ -138,6 +192,20 @@ def test_invalid_cr_is_rejected_with_its_message(
     [
         {"traffic": {"provider": "istio", "hosts": ["pay.example.com"], "gateways": ["gw"]}},
         {"traffic": {"provider": "nginx", "ingressClassName": "nginx"}},
+        {"canary": {"prometheus": {"url": "https://prom:9090", **TOKEN, "tls": {"caSecret": CA}}}},
+        {
+            "canary": {
+                "prometheus": {
+                    "url": "https://prom:9090",
+                    **BASIC,
+                    "tls": {
+                        "certSecret": {"name": "prom-client", "key": "tls.crt"},
+                        "keySecret": {"name": "prom-client", "key": "tls.key"},
+                        "serverName": "prometheus.monitoring.svc",
+                    },
+                }
+            }
+        },
         {"canary": {"steps": [100], "stepDuration": "1m30s", "analysisInterval": "30s"}},
         {"canary": {"analysisInterval": "1s", "stepDuration": "3s"}},
         {

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
+
+from cricalgo_operator.canary.prometheus_auth import PrometheusCredentials
 
 
 class PrometheusError(Exception):
@@ -29,6 +32,10 @@ class PrometheusQueryError(PrometheusError):
     """Prometheus rejected the query (bad PromQL, 4xx): retrying will not help."""
 
 
+class PrometheusAuthError(PrometheusQueryError):
+    """Prometheus refused the credentials (HTTP 401 or 403)."""
+
+
 class PrometheusResponseError(PrometheusError):
     """The answer is not one number: malformed, or several series where one was expected."""
 
@@ -40,7 +47,8 @@ class QueryResult:
 
 
 class PrometheusClient:
-    """Instant queries against `url` (the Prometheus base URL)."""
+    """Instant queries against `url` (the Prometheus base URL), with `credentials` if given
+    (raises CredentialsError if their certificates do not load)."""
 
     def __init__(
         self,
@@ -49,11 +57,21 @@ class PrometheusClient:
         timeout: float = 5.0,
         retries: int = 2,
         backoff: float = 0.2,
+        credentials: PrometheusCredentials | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
-        self._client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout))
+        extra: dict[str, Any] = {}
+        self._extensions: dict[str, Any] = {}
+        if credentials is not None:
+            extra["headers"] = credentials.headers()
+            if credentials.customises_tls:
+                extra["verify"] = credentials.ssl_context()
+            if credentials.server_name:
+                # httpcore checks the certificate against the SNI name it sends.
+                self._extensions["sni_hostname"] = credentials.server_name
+        self._client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(timeout), **extra)
 
     async def __aenter__(self) -> PrometheusClient:
         return self
@@ -70,13 +88,19 @@ class PrometheusClient:
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                response = await self._client.get(path, params=params)
-            except httpx.TransportError as exc:  # connect, read, timeouts
+                response = await self._client.get(path, params=params, extensions=self._extensions)
+            except (httpx.TransportError, ssl.SSLError) as exc:  # connect, read, timeouts
+                # A TLS 1.3 server refuses a client certificate after the handshake: the
+                # alert surfaces as a bare SSLError on the first read.
                 last = exc
                 continue
             if response.status_code >= 500:
                 last = PrometheusUnavailable(f"HTTP {response.status_code}")
                 continue
+            if response.status_code in (401, 403):
+                raise PrometheusAuthError(
+                    f"Prometheus refused the credentials (HTTP {response.status_code})"
+                )
             try:
                 body: dict[str, Any] = response.json()
             except ValueError as exc:

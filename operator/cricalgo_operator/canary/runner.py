@@ -38,6 +38,7 @@ from cricalgo_operator.canary.model import (
     format_time,
 )
 from cricalgo_operator.canary.prometheus import PrometheusClient
+from cricalgo_operator.canary.prometheus_auth import PrometheusEndpoint, prometheus_endpoint
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
 from cricalgo_operator.canary.scrape_window import check_window, window_unchecked
@@ -134,11 +135,10 @@ async def read_readings(
     cad: Cad,
     config: CanaryConfig,
     status: CanaryStatus,
-    default_url: PrometheusPolicy | str | None,
+    endpoint: PrometheusEndpoint,
     now: datetime | None = None,
 ) -> Readings:
-    choice = PrometheusPolicy.of(default_url).choose(config.prometheus_url)
-    url = choice.url
+    url = endpoint.url
     started = status.step_started_at
     step_seconds = (now - started).total_seconds() if now and started else 0.0
     target = AnalysisTarget(
@@ -149,10 +149,11 @@ async def read_readings(
         step_seconds=step_seconds,
     )
     if not url:
-        reason = choice.refused or "no Prometheus URL (spec.canary.prometheus.url)"
+        reason = endpoint.refused or "no Prometheus URL (spec.canary.prometheus.url)"
         plan = planned_queries(config, target)
         return Readings(Reading(name, track, None, reason) for name, track, _ in plan)
-    async with PrometheusClient(url, timeout=query_timeout(config.analysis_interval)) as client:
+    timeout = query_timeout(config.analysis_interval)
+    async with PrometheusClient(url, timeout=timeout, credentials=endpoint.credentials) as client:
         readings = await collect_readings(client, config, target)
     if any(r.error.startswith("Prometheus") for r in readings):
         metrics.analysis_errors.labels(cad.namespace, cad.name).inc()
@@ -205,11 +206,12 @@ async def tick(
     status = CanaryStatus.from_dict(cad.status)
     readings = Readings()
     if needs_readings(config, status):
-        url = PrometheusPolicy.of(default_url).choose(config.prometheus_url).url
-        if url and window_unchecked(cad):
+        policy = PrometheusPolicy.of(default_url)
+        endpoint = await prometheus_endpoint(api, namespace, cad.spec, policy)
+        if endpoint.url and window_unchecked(cad):
             timeout = query_timeout(config.analysis_interval)
-            cad = await check_window(api, cad, url, config.analysis_interval, now, timeout)
-        readings = await read_readings(cad, config, status, default_url, now)
+            cad = await check_window(api, cad, endpoint, config.analysis_interval, now, timeout)
+        readings = await read_readings(cad, config, status, endpoint, now)
     if fail_fast_only:
         decision = decide(config, status, readings, now)
         if decision.reason not in IMMEDIATE_ROLLBACKS:

@@ -18,6 +18,7 @@ from typing import Any
 
 from cricalgo_operator.canary.durations import format_duration, parse_duration
 from cricalgo_operator.canary.prometheus import PrometheusClient, PrometheusError
+from cricalgo_operator.canary.prometheus_auth import PrometheusEndpoint
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.status import Transition, set_condition, write_status
@@ -93,7 +94,12 @@ def target_intervals(targets: dict[str, Any], namespace: str, app: str) -> list[
 
 
 async def check_window(
-    api: KubeApi, cad: Cad, url: str, analysis_interval: float, now: datetime, query_seconds: float
+    api: KubeApi,
+    cad: Cad,
+    endpoint: PrometheusEndpoint,
+    analysis_interval: float,
+    now: datetime,
+    query_seconds: float,
 ) -> Cad:
     """Read the targets' scrape interval and write the condition (and Event) if decided.
 
@@ -101,7 +107,10 @@ async def check_window(
     next tick asks again (so one attempt, within `query_seconds`, is enough). Returns the CR as
     written (or unchanged)."""
     try:
-        async with PrometheusClient(url, timeout=query_seconds, retries=0) as client:
+        assert endpoint.url is not None
+        async with PrometheusClient(
+            endpoint.url, timeout=query_seconds, retries=0, credentials=endpoint.credentials
+        ) as client:
             targets = await client.targets()
     except PrometheusError as error:
         log.info("scrape interval of %s/%s unknown: %s", cad.namespace, cad.name, error)
