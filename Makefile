@@ -36,6 +36,7 @@ system-packages:
 toolchain: venv
 	@$(BIN)/python -m cricalgo_localstack.binaries
 	@$(BIN)/python -m cricalgo_localstack.binaries --helm
+	@$(BIN)/python -m cricalgo_localstack.binaries --node
 
 lint: venv
 	$(BIN)/ruff check .

@@ -36,6 +36,9 @@ PROMETHEUS_VERSION = "v0.316.0"
 # The etcd release Kubernetes 1.34 is tested with is 3.6.x; Debian's etcd-server is 3.4.
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The real node's binaries, built only by the stacks that run one, into the same cache
+# directory (and with the same module and build cache) as the control plane.
+NODE_COMMANDS = ("kubelet", "kube-proxy")
 
 
 class BuildError(RuntimeError):
@@ -141,9 +144,9 @@ def _build(
         if not _try_lock(lock):
             _progress(f"waiting for another run that is building {name} {version}")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if all(p.exists() for p in outputs.values()):
-            return outputs
-        _build_locked(name, main_module, version, packages, ldflags, tags, root)
+        missing = {out: pkg for out, pkg in packages.items() if not outputs[out].exists()}
+        if missing:
+            _build_locked(name, main_module, version, missing, ldflags, tags, root)
     return outputs
 
 
@@ -180,9 +183,12 @@ def _build_locked(
         )
     )
     (workdir / "go.sum").unlink(missing_ok=True)
+    # Each binary is written beside the others and renamed into place when complete, so a
+    # later call can add commands (the node's) to a directory that already holds some.
     staging = root / "bin.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    bindir.mkdir(exist_ok=True)
     for out, package in packages.items():
         _progress(f"  go build {package} ({time.monotonic() - started:.0f}s so far)")
         output = str(staging / out)
@@ -190,8 +196,8 @@ def _build_locked(
             ["build", "-trimpath", f"-tags={tags}", "-ldflags", ldflags, "-o", output, package],
             workdir,
         )
-    shutil.rmtree(bindir, ignore_errors=True)
-    staging.rename(bindir)
+        (staging / out).rename(bindir / out)
+    shutil.rmtree(staging, ignore_errors=True)
     _progress(f"built {name} {version} in {time.monotonic() - started:.0f}s")
 
 
@@ -236,6 +242,28 @@ def ensure_toolchain(
         kube_scheduler=kube["kube-scheduler"],
         kubectl=kube["kubectl"],
     )
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """Paths to the binaries a real node runs beside containerd."""
+
+    kubelet: Path
+    kube_proxy: Path
+
+
+def ensure_node_binaries(kubernetes_version: str = KUBERNETES_VERSION) -> NodeBinaries:
+    """Return kubelet and kube-proxy from the control plane's module, building them if needed."""
+    if shutil.which("go") is None:
+        raise BuildError("the go tool is not on PATH; it is needed to build the kubelet")
+    built = _build(
+        "kubernetes",
+        "k8s.io/kubernetes",
+        kubernetes_version,
+        {cmd: f"k8s.io/kubernetes/cmd/{cmd}" for cmd in NODE_COMMANDS},
+        _kubernetes_ldflags(kubernetes_version),
+    )
+    return NodeBinaries(kubelet=built["kubelet"], kube_proxy=built["kube-proxy"])
 
 
 def _helm_ldflags(version: str) -> str:
@@ -286,11 +314,15 @@ def ensure_prometheus(version: str = PROMETHEUS_VERSION) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cricalgo_localstack.binaries [--helm]`: build (or find) the toolchain."""
+    """`python -m cricalgo_localstack.binaries [--helm|--node]`: build (or find) the toolchain."""
     args = sys.argv[1:] if argv is None else argv
     try:
         if "--helm" in args:
             print(f"helm: {ensure_helm()}")
+            return 0
+        if "--node" in args:
+            for field, path in vars(ensure_node_binaries()).items():
+                print(f"{field}: {path}")
             return 0
         toolchain = ensure_toolchain()
         print(f"prometheus: {ensure_prometheus()}")

@@ -121,3 +121,29 @@ def test_a_second_build_of_the_same_binaries_waits_for_the_first_and_reuses_it(
     second.join(10)
     assert result == {"tool": root / "bin" / "tool"}
     assert built == []
+
+
+def test_a_later_build_adds_commands_beside_the_cached_ones_without_rebuilding_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's kubelet and kube-proxy join the control plane's binaries in one cache
+    directory: building them leaves the others in place and builds only what is missing."""
+    monkeypatch.setenv("CRICALGO_CACHE", str(tmp_path))
+    monkeypatch.setattr(binaries, "_module_gomod", lambda cwd, module, version: "go 1.24\n")
+    built: list[str] = []
+
+    def go(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+        if args[0] == "build":
+            Path(args[args.index("-o") + 1]).write_text(args[-1])
+            built.append(args[-1])
+        return ""
+
+    monkeypatch.setattr(binaries, "_go", go)
+    first = binaries._build("kube", "example.com/kube", "v1", {"api": "example.com/api"}, "")
+    second = binaries._build(
+        "kube", "example.com/kube", "v1", {"api": "example.com/api", "node": "example.com/node"}, ""
+    )
+    assert built == ["example.com/api", "example.com/node"]
+    assert first["api"].read_text() == "example.com/api"
+    assert second["node"].read_text() == "example.com/node"
+    assert sorted(p.name for p in first["api"].parent.iterdir()) == ["api", "node"]
