@@ -173,8 +173,9 @@ def generate_server_pki(directory: Path, server_names: list[str]) -> ServerPKI:
     return ServerPKI(ca=ca, server=server, client=client)
 
 
-def generate_pki(directory: Path) -> ClusterPKI:
-    """Write a fresh PKI for a local cluster into `directory`."""
+def generate_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> ClusterPKI:
+    """Write a fresh PKI for a local cluster into `directory`; the API server's certificate
+    also names `extra_ips` (a real node's address, where the API server then listens)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_cert, ca_key = _new_ca(directory, "cricalgo-local-ca")
 
@@ -190,7 +191,9 @@ def generate_pki(directory: Path) -> ClusterPKI:
             "kubernetes.default.svc.cluster.local",
         )
     ]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1")]
+    sans += [
+        x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1", *extra_ips)
+    ]
     apiserver = _issue(
         directory, "apiserver", _name("kube-apiserver"), ca_cert, ca_key, server, sans
     )
@@ -226,4 +229,25 @@ def generate_pki(directory: Path) -> ClusterPKI:
         scheduler=scheduler,
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
+    )
+
+
+def issue_certificate(
+    ca: KeyPair,
+    directory: Path,
+    stem: str,
+    common_name: str,
+    organization: str | None = None,
+    ips: tuple[str, ...] = (),
+) -> KeyPair:
+    """A certificate signed by the cluster CA on disk: a client one, or with `ips` a serving
+    one (the real node's kubelet and kube-proxy identities, its kubelet's serving cert)."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    directory.mkdir(parents=True, exist_ok=True)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if ips else ExtendedKeyUsageOID.CLIENT_AUTH
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    return _issue(
+        directory, stem, _name(common_name, organization), ca_cert, ca_key, usage, sans or None
     )

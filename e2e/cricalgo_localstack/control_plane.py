@@ -45,6 +45,10 @@ class ControlPlane:
 
     toolchain: Toolchain
     state_dir: Path
+    # With a real node: the node's non-loopback address. The API server then also listens
+    # instead and advertises it as the `kubernetes` Service's endpoint, which pods reach
+    # through kube-proxy; without one it listens on loopback.
+    node_ip: str | None = None
     processes: list[ManagedProcess] = field(default_factory=list, init=False)
     api_port: int = field(default=0, init=False)
     etcd_port: int = field(default=0, init=False)
@@ -53,7 +57,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.node_ip or '127.0.0.1'}:{self.api_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -70,7 +74,9 @@ class ControlPlane:
     def start(self, timeout: float = 120.0) -> None:
         """Start every component and wait until the API server reports /readyz."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.pki = pki = generate_pki(self.state_dir / "pki")
+        self.pki = pki = generate_pki(
+            self.state_dir / "pki", extra_ips=(self.node_ip,) if self.node_ip else ()
+        )
         self._etcd_data = Path(tempfile.mkdtemp(prefix="cricalgo-etcd-"))
         self.etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
         try:
@@ -111,8 +117,7 @@ class ControlPlane:
             [
                 str(self.toolchain.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *self._listen_flags(pki),
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={pki.apiserver.cert}",
                 f"--tls-private-key-file={pki.apiserver.key}",
@@ -126,8 +131,6 @@ class ControlPlane:
                 f"--service-account-key-file={pki.service_account_pub}",
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # Loopback addresses are not valid endpoints for the `kubernetes` Service.
-                "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",
@@ -143,6 +146,25 @@ class ControlPlane:
                 self.server, pki.ca.cert, client_cert=pki.admin.cert, client_key=pki.admin.key
             ),
         )
+
+    def _listen_flags(self, pki: ClusterPKI) -> list[str]:
+        if self.node_ip is None:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # Loopback addresses are not valid endpoints for the `kubernetes` Service.
+                "--endpoint-reconciler-type=none",
+            ]
+        return [
+            # Only the node's address: host clients and pods (via kube-proxy) alike use it.
+            f"--bind-address={self.node_ip}",
+            f"--advertise-address={self.node_ip}",
+            # `kubectl logs` and `exec` go from the API server to the kubelet.
+            f"--kubelet-client-certificate={pki.admin.cert}",
+            f"--kubelet-client-key={pki.admin.key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _start_controllers(self, pki: ClusterPKI) -> None:
         cm_config = write_kubeconfig(

@@ -27,6 +27,7 @@ from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
 from .mesh import LocalMesh
 from .node import LocalNode
+from .real_node import NodeNetwork, RealNode
 from .services import NginxServer, PostgresServer, PrometheusServer, RedisServer, new_work_dir
 from .stack import install_crds
 
@@ -283,3 +284,71 @@ def local_mesh(kube_cluster: KubeCluster, local_node: LocalNode) -> Iterator[Loc
             if server in _running:
                 _running.remove(server)
         shutil.rmtree(nginx.work_dir, ignore_errors=True)
+
+
+@dataclass
+class RealNodeCluster:
+    """A control plane with a real kubelet node, and the host services its pods reach on
+    the node's address."""
+
+    cluster: KubeCluster
+    node: RealNode
+    redis: RedisServer
+    postgres: PostgresServer
+
+
+@pytest.fixture(scope="module")
+def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeCluster]:
+    """Its own control plane (listening on the node's address) with a real node: kubelet,
+    kube-proxy, containerd, the CNI bridge. The operator's and the workload's images (tag
+    `test`, built by `make images`' code) are loaded into containerd. Needs root.
+
+    Module-scoped: one real node runs on a machine at a time (see RealNode.stop)."""
+    if os.environ.get("E2E_CLUSTER") == "kind":
+        pytest.skip("the real node joins the local control plane; kind has its own nodes")
+    if os.geteuid() != 0:
+        pytest.skip("a kubelet and containerd run containers as root only")
+    from .images import build_images
+
+    built = [image.name for image in build_images("test")]
+    scratch = tmp_path_factory.mktemp("real-node")
+    network = NodeNetwork.pick()
+    control_plane = ControlPlane(ensure_toolchain(), scratch / "cluster", node_ip=network.node_ip)
+    node = RealNode(control_plane, network, scratch / "node")
+    redis = RedisServer(new_work_dir("real-redis"), host=network.node_ip)
+    postgres = PostgresServer(
+        new_work_dir("real-postgres"), host=network.node_ip, trusted_cidr=network.pod_cidr
+    )
+    started: list[object] = []
+    try:
+        # The node first: it creates the address the control plane and the services bind.
+        network.create(node.cni_conf_dir)
+        control_plane.start()
+        started.append(control_plane)
+        node.start(images=tuple(built))
+        started.append(node)
+        for service in (redis, postgres):
+            service.start()
+            started.append(service)
+        _running.extend(started)
+        yield RealNodeCluster(
+            KubeCluster(
+                kubeconfig=control_plane.kubeconfig,
+                server=control_plane.server,
+                ca_file=control_plane.ca_file,
+                kubectl_path=str(control_plane.toolchain.kubectl),
+                scratch=scratch,
+            ),
+            node,
+            redis,
+            postgres,
+        )
+    finally:
+        for server in reversed(started):
+            server.stop()  # type: ignore[attr-defined]
+            if server in _running:
+                _running.remove(server)
+        network.remove()
+        postgres.remove_data()
+        for service in (redis, postgres):
+            shutil.rmtree(service.work_dir, ignore_errors=True)

@@ -55,11 +55,13 @@ class RedisServer:
 
     work_dir: Path
     port: int = field(default_factory=free_port)
+    # Another address to listen on besides loopback (a real node's, for its pods).
+    host: str = "127.0.0.1"
     process: ManagedProcess | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def _ping(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
@@ -73,7 +75,7 @@ class RedisServer:
             [
                 _find_binary("redis-server"),
                 "--bind",
-                "127.0.0.1",
+                *dict.fromkeys(("127.0.0.1", self.host)),
                 "--port",
                 str(self.port),
                 "--save",
@@ -118,6 +120,10 @@ class PostgresServer:
 
     work_dir: Path
     port: int = field(default_factory=free_port)
+    # Another address to listen on besides loopback, and the network whose clients it
+    # trusts there (a real node's address and its pods' CIDR).
+    host: str = "127.0.0.1"
+    trusted_cidr: str | None = None
     process: ManagedProcess | None = field(default=None, init=False)
     _pg_dir: Path | None = field(default=None, init=False)
 
@@ -126,7 +132,7 @@ class PostgresServer:
         return self.dsn_for("postgres")
 
     def dsn_for(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
     @property
     def _user(self) -> str | None:
@@ -175,10 +181,14 @@ class PostgresServer:
         )
         if proc.returncode != 0:
             raise StartupError(f"initdb failed:\n{proc.stdout}\n{proc.stderr}")
+        trusted = [f"{self.host}/32"] if self.host != "127.0.0.1" else []
+        trusted += [self.trusted_cidr] if self.trusted_cidr else []
+        with (self._data_dir() / "pg_hba.conf").open("a") as hba:
+            hba.writelines(f"host all all {cidr} trust\n" for cidr in trusted)
 
     def _accepts(self) -> bool:
         proc = subprocess.run(
-            [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+            [_postgres_bin("pg_isready"), "-h", self.host, "-p", str(self.port), "-q"],
             check=False,
         )
         return proc.returncode == 0
@@ -195,7 +205,7 @@ class PostgresServer:
                 "-p",
                 str(self.port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={','.join(dict.fromkeys(('127.0.0.1', self.host)))}",
                 "-c",
                 f"unix_socket_directories={self._run_dir()}",
                 "-c",

@@ -1,0 +1,231 @@
+"""The product as shipped, on a real kubelet: the chart installs the operator's image, whose
+pod reaches the API server through the `kubernetes` Service (kube-proxy); a
+CricAlgoDeployment's app and worker run from the workload image under the rendered security
+context; deposits sent to the app's pod IP are credited by the worker pod in PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import yaml
+from cricalgo_localstack.binaries import ensure_helm
+from cricalgo_localstack.deposits import deposit_body, new_secret, post_deposit
+from cricalgo_localstack.polling import wait_for
+from cricalgo_localstack.pytest_plugin import RealNodeCluster
+
+# Building the node's binaries and both images cold, then starting a control plane, a node
+# and pods from images on a loaded 2-core machine.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "cricalgo-operator"
+WORKLOAD_IMAGE = "cricalgo/workload:test"
+
+
+@dataclass
+class Installed:
+    """The operator installed by the chart and one CricAlgoDeployment Ready on the node."""
+
+    real: RealNodeCluster
+    namespace: str
+    name: str
+    secret: str
+    dsn: str
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.real.cluster.kubectl(*args, check=check)
+
+    def pods(self, component: str) -> list[dict[str, Any]]:
+        listed = json.loads(
+            self.kubectl(
+                "get", "pods", "-n", self.namespace, "-l",
+                f"app.kubernetes.io/component={component}", "-o", "json",
+            ).stdout
+        )  # fmt: skip
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def credited(self, tx_id: str) -> int:
+        with psycopg.connect(self.dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM ledger_entries WHERE tx_id = %s", (tx_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def context(self) -> str:
+        return self.kubectl("get", "pods", "-n", self.namespace, "-o", "wide", check=False).stdout
+
+
+def _helm(real: RealNodeCluster, *args: str) -> None:
+    proc = subprocess.run(
+        [str(ensure_helm()), f"--kubeconfig={real.cluster.kubeconfig}", *args],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def _cad(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "cricalgo.io/v1alpha1",
+        "kind": "CricAlgoDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "image": WORKLOAD_IMAGE,
+            "env": [
+                {
+                    "name": "CRICALGO_WEBHOOK_SECRET",
+                    "valueFrom": {"secretKeyRef": {"name": f"{name}-webhook", "key": "secret"}},
+                }
+            ],
+            "database": {"secretRef": {"name": f"{name}-db", "key": "dsn"}},
+            "redis": {"secretRef": {"name": f"{name}-redis", "key": "url"}},
+            "traffic": {"provider": "none"},
+            "app": {"replicas": {"min": 1, "max": 1}},
+            "worker": {"replicas": {"min": 1, "max": 1}},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def installed(real_node: RealNodeCluster) -> Iterator[Installed]:
+    namespace = f"t-{uuid.uuid4().hex[:10]}"
+    cluster = real_node.cluster
+    cluster.kubectl("create", "namespace", namespace)
+    dsn = real_node.postgres.create_database(f"real_{uuid.uuid4().hex[:8]}")
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "cricalgo-workload"), "migrate"],
+        env={**os.environ, "DATABASE_URL": dsn}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (user_id) VALUES ('alice')")
+    name, secret = "payments", new_secret()
+    secrets = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-{key}"},
+         "stringData": {field: value}}
+        for key, field, value in (
+            ("db", "dsn", dsn), ("redis", "url", real_node.redis.url), ("webhook", "secret", secret)
+        )
+    ]  # fmt: skip
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(secrets))
+    try:
+        _helm(
+            real_node, "install", "cricalgo", str(CHART), "--namespace", namespace,
+            "--set", f"watchNamespaces={{{namespace}}}",
+            "--set", "image.repository=cricalgo/operator,image.tag=test,image.pullPolicy=Never",
+            "--set", "replicaCount=1,analysis=false",
+            "--wait", "--timeout=10m",
+        )  # fmt: skip
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_cad(name)))
+        done = cluster.kubectl(
+            "wait", "-n", namespace, "--for=condition=Ready", f"cad/{name}", "--timeout=600s",
+            check=False,
+        )  # fmt: skip
+        installed = Installed(real_node, namespace, name, secret, dsn)
+        assert done.returncode == 0, f"{done.stderr}\n{installed.context()}"
+        yield installed
+    finally:
+        cluster.kubectl(
+            "delete", "cad", name, "-n", namespace, "--ignore-not-found", "--timeout=120s",
+            check=False,
+        )  # fmt: skip
+        _helm(real_node, "uninstall", "cricalgo", "--namespace", namespace, "--wait")
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _app_url(installed: Installed) -> str:
+    (pod,) = [p for p in installed.pods("app") if p["status"].get("podIP")]
+    (container,) = pod["spec"]["containers"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    return f"http://{pod['status']['podIP']}:{port}"
+
+
+def test_the_chart_runs_the_operator_image_which_runs_the_workload_image(
+    installed: Installed,
+) -> None:
+    (operator,) = json.loads(
+        installed.kubectl(
+            "get", "pods", "-n", installed.namespace, "-l",
+            "app.kubernetes.io/name=cricalgo-operator", "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    assert operator["spec"]["nodeName"] == installed.real.node.name
+    assert operator["spec"]["containers"][0]["image"] == "cricalgo/operator:test"
+    assert operator["spec"]["serviceAccountName"] != "default"
+    for component in ("app", "worker"):
+        (pod,) = installed.pods(component)
+        assert pod["spec"]["nodeName"] == installed.real.node.name
+        (container,) = pod["spec"]["containers"]
+        assert container["image"] == WORKLOAD_IMAGE
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["ready"] is True
+        assert status["containerID"].startswith("containerd://")
+
+
+def test_a_deposit_sent_to_the_app_pod_is_credited_by_the_worker_pod(
+    installed: Installed,
+) -> None:
+    with httpx.Client(base_url=_app_url(installed), timeout=15) as http:
+        status, tx_id = post_deposit(
+            http, installed.secret, deposit_body(user_id="alice", amount="7.25")
+        )
+    assert status == 202
+    wait_for(
+        "the worker pod to credit the deposit",
+        lambda: installed.credited(tx_id) == 1,
+        timeout=120,
+        context=installed.context,
+    )
+
+
+def _send(installed: Installed, count: int, amount: str) -> list[str]:
+    sent = []
+    with httpx.Client(base_url=_app_url(installed), timeout=15) as http:
+        for _ in range(count):
+            status, tx_id = post_deposit(
+                http, installed.secret, deposit_body(user_id="alice", amount=amount)
+            )
+            assert status == 202
+            assert tx_id is not None
+            sent.append(tx_id)
+    return sent
+
+
+def test_a_killed_worker_container_is_restarted_by_the_kubelet_and_no_deposit_is_lost(
+    installed: Installed,
+) -> None:
+    (pod,) = installed.pods("worker")
+    (status,) = pod["status"]["containerStatuses"]
+    container_id = status["containerID"].removeprefix("containerd://")
+    containerd = installed.real.node.containerd
+    assert containerd is not None
+    sent = _send(installed, 10, "1.00")
+    containerd.ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
+    sent += _send(installed, 10, "2.00")
+
+    def restarted() -> bool:
+        (again,) = installed.pods("worker")
+        (now,) = again["status"]["containerStatuses"]
+        return bool(now["restartCount"] > status["restartCount"] and now["ready"])
+
+    wait_for("the kubelet to restart the killed worker", restarted, 300, installed.context)
+    wait_for(
+        "every deposit credited exactly once",
+        lambda: all(installed.credited(tx) == 1 for tx in sent),
+        timeout=300,
+        context=installed.context,
+    )
+    assert [installed.credited(tx) for tx in sent] == [1] * len(sent)
