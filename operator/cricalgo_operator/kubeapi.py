@@ -38,6 +38,7 @@ TransportError = httpx2.TransportError
 RESOURCES: dict[tuple[str, str], str] = {
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "Service"): "services",
+    ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
     ("v1", "Secret"): "secrets",  # read only: credentials a CR names
     ("apps/v1", "Deployment"): "deployments",

@@ -21,6 +21,7 @@ from .readiness import DeploymentReadiness, deployment_readiness, stable_readine
 from .render import render
 from .render_scaling import promotion_floor
 from .revisions import plan_revision, promotion_done_patch
+from .stable_env import has_literal_env
 from .status import Transition, set_condition, set_promoted, write_status
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ DEGRADED_PHASES = ("RolledBack", "Failed")
 
 async def reconcile(api: KubeApi, cad: Cad, now: datetime.datetime) -> Cad:
     """Start/abort canaries for a changed pod template, apply all children, update status."""
+    if has_literal_env(cad.status.get("stableSpec")):
+        # Written before env values moved to Secrets: the write moves them (stable_env.py).
+        cad = await write_status(api, cad, {"stableSpec": cad.status["stableSpec"]})
     patch, transition = plan_revision(cad, now)
     if patch:
         # Status first: if we stop right after, the next run renders the same children.

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from .children import child_id
 from .model import Cad
 from .render import render
+from .stable_env import has_literal_env
 
 # Initializing: reconciled, waiting for pods (the readiness watcher moves it on).
 SETTLED_PHASES = ("Initializing", "Ready", "RolledBack", "Failed")
@@ -25,6 +26,8 @@ def settled(cad: Cad, present: Collection[str]) -> bool:
         return False
     if status.get("phase") not in SETTLED_PHASES:
         return False
+    if has_literal_env(status.get("stableSpec")):
+        return False  # its env values move to a Secret (stable_env.py)
     wanted = [child_id(m) for m in render(cad)]
     if sorted(status.get("children") or []) != sorted(wanted):
         return False  # something is left to prune

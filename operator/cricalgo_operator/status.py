@@ -21,6 +21,7 @@ from . import metrics
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import API_VERSION, FIELD_MANAGER, KIND
+from .stable_env import prepare_status_patch
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,10 @@ async def write_status(
     Keys set to None are removed. The patch is conditional on `cad.resource_version`:
     if someone wrote the CR since `cad` was read, ApiError 409 is raised and the
     caller retries from a fresh read. Returns the CR as the API server now has it.
+    A `stableSpec` keeps no literal env value: they go to a Secret first (stable_env.py).
     """
     moment = now or datetime.datetime.now(datetime.UTC)
+    patch = await prepare_status_patch(api, cad, patch)
     body = await api.patch_status(
         API_VERSION, KIND, cad.namespace, cad.name, patch, cad.resource_version
     )
