@@ -38,9 +38,8 @@ TransportError = httpx2.TransportError
 RESOURCES: dict[tuple[str, str], str] = {
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("v1", "Service"): "services",
-    ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
-    ("v1", "Secret"): "secrets",  # read only: credentials a CR names
+    ("v1", "Secret"): "secrets",  # credentials a CR names; the stable env (stable_env.py)
     ("apps/v1", "Deployment"): "deployments",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",

@@ -9,9 +9,10 @@ stable pods read the value from the Secret, the status holds only its name and k
 The Secret is named after a hash of the values it holds (`NAME-env-<10 hex>`), so the
 same values always give the same name and the snapshot alone says which Secret the
 stable needs. It is immutable, carries the CR's owner reference (deleted with the CR),
-and is created before the status write that refers to it. When a snapshot replaces
-another, the Secrets of the CR that neither refers to are deleted; the outgoing one stays
-until the next replacement, for containers of the outgoing pods that restart meanwhile.
+and is created before the status write that refers to it. `status.envSecrets` names the
+Secrets the CR keeps: when a snapshot replaces another, the outgoing one stays until the
+next replacement (for containers of the outgoing pods that restart meanwhile) and the
+others are deleted by name (the operator's role cannot list Secrets).
 
 Pure functions decide (`externalize`, `plan_status_patch`); `prepare_status_patch` is
 the edge, called by `status.write_status` for every status write.
@@ -171,26 +172,35 @@ async def ensure_secret(api: KubeApi, cad: Cad, secret: Manifest) -> None:
         )
 
 
-async def prune_secrets(api: KubeApi, cad: Cad, keep: set[str]) -> None:
-    """Delete the CR's stable-env Secrets other than `keep` (only those carrying its uid)."""
-    selector = {"app.kubernetes.io/instance": cad.name, "app.kubernetes.io/component": COMPONENT}
-    for secret in await api.list("v1", "Secret", cad.namespace, label_selector=selector):
-        name = secret["metadata"]["name"]
-        if name not in keep and owned_by(secret, cad.uid):
-            await api.delete("v1", "Secret", cad.namespace, name)
+def kept_secrets(cad: Cad, snapshot: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(`status.envSecrets` once `snapshot` replaces the current stableSpec, the Secrets
+    to delete): the new snapshot's Secret and the current one's are kept, every other
+    one the CR recorded goes (pure)."""
+    current = referenced_secret(cad.name, cad.status.get("stableSpec"))
+    keep = list(dict.fromkeys(n for n in (referenced_secret(cad.name, snapshot), current) if n))
+    known = [*(cad.status.get("envSecrets") or []), *([current] if current else [])]
+    return keep, [n for n in dict.fromkeys(known) if n not in keep]
+
+
+async def delete_secret(api: KubeApi, cad: Cad, name: str) -> None:
+    """Delete one of the CR's stable-env Secrets by name, only if it carries the CR's uid."""
+    existing = await api.get("v1", "Secret", cad.namespace, name)
+    if existing is not None and owned_by(existing, cad.uid):
+        await api.delete("v1", "Secret", cad.namespace, name)
 
 
 async def prepare_status_patch(api: KubeApi, cad: Cad, patch: dict[str, Any]) -> dict[str, Any]:
-    """`plan_status_patch`, with its Secret created; a new snapshot also deletes the CR's
-    stable-env Secrets that neither it nor the current one refers to."""
+    """`plan_status_patch`, with its Secret created. A new snapshot also records the
+    Secrets the CR keeps (`status.envSecrets`) and deletes the others, by name: the
+    operator never lists Secrets."""
     planned, secret = plan_status_patch(cad, patch)
     if secret is not None:
         await ensure_secret(api, cad, secret)
     snapshot = planned.get("stableSpec")
     if isinstance(snapshot, Mapping) and snapshot != cad.status.get("stableSpec"):
-        keep = {
-            referenced_secret(cad.name, snapshot),
-            referenced_secret(cad.name, cad.status.get("stableSpec")),
-        }
-        await prune_secrets(api, cad, {name for name in keep if name})
+        keep, gone = kept_secrets(cad, snapshot)
+        for name in gone:
+            await delete_secret(api, cad, name)
+        if keep != (cad.status.get("envSecrets") or []):
+            planned["envSecrets"] = keep or None
     return planned

@@ -12,6 +12,7 @@ from cricalgo_operator.resync import settled
 from cricalgo_operator.stable_env import (
     externalize,
     has_literal_env,
+    kept_secrets,
     plan_status_patch,
     referenced_secret,
 )
@@ -136,3 +137,21 @@ def test_a_status_with_literal_values_is_not_settled() -> None:
     assert not settled(c, children)
     moved = externalize(c, c.status["stableSpec"]).snapshot
     assert settled(cad(status={**c.status, "stableSpec": moved}), children)
+
+
+def test_a_new_snapshot_keeps_its_secret_and_the_outgoing_one_and_drops_the_rest() -> None:
+    def snapshot(value: str) -> dict[str, Any]:
+        return externalize(cad(), {"image": "x", "env": [{"name": "K", "value": value}]}).snapshot
+
+    one, two, three = snapshot("1"), snapshot("2"), snapshot("3")
+    name = {v: referenced_secret("pay", s) for v, s in (("1", one), ("2", two), ("3", three))}
+    first = cad(status={"stableSpec": one, "envSecrets": [name["1"]]})
+    assert kept_secrets(first, two) == ([name["2"], name["1"]], [])
+    second = cad(status={"stableSpec": two, "envSecrets": [name["2"], name["1"]]})
+    assert kept_secrets(second, three) == ([name["3"], name["2"]], [name["1"]])
+    # Back to values kept already; and a snapshot without literal values.
+    assert kept_secrets(second, one) == ([name["1"], name["2"]], [])
+    assert kept_secrets(second, {"image": "x"}) == ([name["2"]], [name["1"]])
+    # A status from before the Secrets (a literal stableSpec) knows of none to delete.
+    legacy = cad(status={"stableSpec": {"image": "x", "env": [{"name": "K", "value": "0"}]}})
+    assert kept_secrets(legacy, one) == ([name["1"]], [])

@@ -123,6 +123,7 @@ def test_rollbacks_and_promotions_render_the_stable_env_from_a_secret(
     secrets = set(env_secrets(canary))
     assert first < secrets
     assert len(secrets) == 2
+    assert set(canary.status()["envSecrets"]) == secrets
 
 
 def test_a_status_with_literal_values_is_migrated_when_the_operator_starts(canary: Canary) -> None:
