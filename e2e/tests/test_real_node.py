@@ -229,3 +229,53 @@ def test_a_killed_worker_container_is_restarted_by_the_kubelet_and_no_deposit_is
         context=installed.context,
     )
     assert [installed.credited(tx) for tx in sent] == [1] * len(sent)
+
+
+def test_a_container_over_its_memory_limit_is_oom_killed(installed: Installed) -> None:
+    """The memory limit the operator renders is the kernel's: a container that allocates past
+    its limit is killed by the OOM killer and the kubelet reports why."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "over-limit"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "allocate",
+                    "image": WORKLOAD_IMAGE,
+                    "imagePullPolicy": "Never",
+                    # 256 MiB written (every page touched) under a 64 MiB limit.
+                    "command": ["python3", "-c", "b = b'x' * (256 * 2**20)"],
+                    "resources": {"limits": {"memory": "64Mi"}, "requests": {"memory": "64Mi"}},
+                    "securityContext": {
+                        "readOnlyRootFilesystem": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+    installed.real.cluster.kubectl(
+        "apply", "-n", installed.namespace, "-f", "-", input=yaml.safe_dump(pod)
+    )
+
+    def terminated() -> dict[str, Any] | None:
+        current = json.loads(
+            installed.kubectl(
+                "get", "pod", "over-limit", "-n", installed.namespace, "-o", "json"
+            ).stdout
+        )
+        statuses = current["status"].get("containerStatuses") or [{}]
+        state: dict[str, Any] | None = statuses[0].get("state", {}).get("terminated")
+        return state
+
+    state = wait_for("the allocating container to end", terminated, 180, installed.context)
+    assert state["reason"] == "OOMKilled"
+    assert state["exitCode"] == 137
