@@ -189,6 +189,25 @@ def build_images(tag: str, base: str | None = None) -> list[BuiltImage]:
     return [build_image(role, tag, base) for role in ROLES]
 
 
+PROBE_IMAGE = "cricalgo/probe:v1"
+
+
+def build_probe_image(base: str | None = None) -> str:
+    """The local stack's test server (`probe_server.py`, standard library only) as an image,
+    for the real node, which runs images where the local node runs commands."""
+    base = base or choose_base()
+    with tempfile.TemporaryDirectory(prefix="cricalgo-probe-") as context:
+        shutil.copy(Path(__file__).with_name("probe_server.py"), context)
+        (Path(context) / "Dockerfile").write_text(
+            f"FROM {base}\n"
+            "COPY probe_server.py /probe/probe_server.py\n"
+            "USER 65534:65534\n"
+            'ENTRYPOINT ["python3", "/probe/probe_server.py"]\n'
+        )
+        docker("build", "-q", "--force-rm", "-t", PROBE_IMAGE, context)
+    return PROBE_IMAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cricalgo_localstack.images")
     parser.add_argument("--tag", default="dev")

@@ -300,17 +300,19 @@ class RealNodeCluster:
 @pytest.fixture(scope="module")
 def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeCluster]:
     """Its own control plane (listening on the node's address) with a real node: kubelet,
-    kube-proxy, containerd, the CNI bridge. The operator's and the workload's images (tag
-    `test`, built by `make images`' code) are loaded into containerd. Needs root.
+    kube-proxy, containerd, the CNI bridge, and the Istio CRDs. The operator's and the
+    workload's images (tag `test`, built by `make images`' code) and `cricalgo/probe:v1` are
+    loaded into containerd. Needs root.
 
     Module-scoped: one real node runs on a machine at a time (see RealNode.stop)."""
     if os.environ.get("E2E_CLUSTER") == "kind":
         pytest.skip("the real node joins the local control plane; kind has its own nodes")
     if os.geteuid() != 0:
         pytest.skip("a kubelet and containerd run containers as root only")
-    from .images import build_images
+    from .images import build_images, build_probe_image
+    from .istio_crds import istio_crds_path
 
-    built = [image.name for image in build_images("test")]
+    built = [image.name for image in build_images("test")] + [build_probe_image()]
     scratch = tmp_path_factory.mktemp("real-node")
     network = NodeNetwork.pick()
     control_plane = ControlPlane(ensure_toolchain(), scratch / "cluster", node_ip=network.node_ip)
@@ -325,6 +327,7 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeClus
         network.create(node.cni_conf_dir)
         control_plane.start()
         started.append(control_plane)
+        install_crds(control_plane, [istio_crds_path()])
         node.start(images=tuple(built))
         started.append(node)
         for service in (redis, postgres):

@@ -1,15 +1,20 @@
 """The product as shipped, on a real kubelet: the chart installs the operator's image, whose
 pod reaches the API server through the `kubernetes` Service (kube-proxy); a
 CricAlgoDeployment's app and worker run from the workload image under the rendered security
-context; deposits sent to the app's pod IP are credited by the worker pod in PostgreSQL."""
+context; deposits sent to the app's pod IP are credited by the worker pod in PostgreSQL.
+Faults only a real node has: a killed container, the OOM killer, and the mesh (nginx on the
+host, routing to pod IPs) dropping a pod whose readiness probe fails."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +26,11 @@ import pytest
 import yaml
 from cricalgo_localstack.binaries import ensure_helm
 from cricalgo_localstack.deposits import deposit_body, new_secret, post_deposit
+from cricalgo_localstack.images import PROBE_IMAGE
+from cricalgo_localstack.mesh import LocalMesh
 from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.pytest_plugin import RealNodeCluster
+from cricalgo_localstack.services import NginxServer, new_work_dir
 
 # Building the node's binaries and both images cold, then starting a control plane, a node
 # and pods from images on a loaded 2-core machine.
@@ -279,3 +287,122 @@ def test_a_container_over_its_memory_limit_is_oom_killed(installed: Installed) -
     state = wait_for("the allocating container to end", terminated, 180, installed.context)
     assert state["reason"] == "OOMKilled"
     assert state["exitCode"] == 137
+
+
+def _probe_pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "web",
+                    "image": PROBE_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "env": [
+                        {"name": "POD_NAME", "value": name},
+                        {"name": "CRICALGO_HOST", "value": "0.0.0.0"},
+                    ],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/readyz", "port": "http"},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                    "securityContext": {
+                        "readOnlyRootFilesystem": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+ROUTE = [
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+    },
+    {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {
+            "hosts": ["web.real.test"],
+            "http": [{"route": [{"destination": {"host": "web"}}]}],
+        },
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def real_mesh(real_node: RealNodeCluster) -> Iterator[LocalMesh]:
+    """The local mesh (nginx on the host) for the real node's cluster: it routes to pod IPs."""
+    nginx = NginxServer(new_work_dir("real-mesh"))
+    nginx.start()
+    mesh = LocalMesh(
+        real_node.cluster.kubeconfig, nginx.apply_http_config, listen=f"127.0.0.1:{nginx.port}"
+    )
+    mesh.start()
+    try:
+        yield mesh
+    finally:
+        mesh.stop()
+        nginx.stop()
+        shutil.rmtree(nginx.work_dir, ignore_errors=True)
+
+
+def _through_mesh(mesh: LocalMesh, count: int) -> Counter[str]:
+    """`count` GETs of web.real.test through the mesh: the answering pods' names."""
+    address, port = mesh.listen.rsplit(":", 1)
+    seen: Counter[str] = Counter()
+    for _ in range(count):
+        conn = http.client.HTTPConnection(address, int(port), timeout=5)
+        try:
+            conn.request("GET", "/", headers={"Host": "web.real.test"})
+            response = conn.getresponse()
+            body = response.read().decode()
+        finally:
+            conn.close()
+        seen[body if response.status == 200 else f"HTTP {response.status}"] += 1
+    return seen
+
+
+def test_a_pod_failing_readiness_gets_no_traffic_through_the_mesh(
+    installed: Installed, real_mesh: LocalMesh
+) -> None:
+    manifests = [_probe_pod("web-a"), _probe_pod("web-b"), *ROUTE]
+    installed.real.cluster.kubectl(
+        "apply", "-n", installed.namespace, "-f", "-", input=yaml.safe_dump_all(manifests)
+    )
+    installed.kubectl(
+        "wait", "--for=condition=Ready", "pod/web-a", "pod/web-b", "-n", installed.namespace,
+        "--timeout=120s",
+    )  # fmt: skip
+    wait_for(
+        "the mesh to route to both pods",
+        lambda: set(_through_mesh(real_mesh, 12)) == {"web-a", "web-b"},
+        timeout=60,
+        context=lambda: real_mesh.config,
+    )
+    pod_b = json.loads(
+        installed.kubectl("get", "pod", "web-b", "-n", installed.namespace, "-o", "json").stdout
+    )
+    conn = http.client.HTTPConnection(pod_b["status"]["podIP"], 8080, timeout=5)
+    conn.request("POST", "/unready")
+    assert conn.getresponse().status == 200
+    conn.close()
+    wait_for(
+        "the unready pod to leave the mesh",
+        lambda: set(_through_mesh(real_mesh, 12)) == {"web-a"},
+        timeout=60,
+        context=lambda: real_mesh.config,
+    )
+    assert _through_mesh(real_mesh, 100) == Counter({"web-a": 100})
