@@ -22,6 +22,8 @@ from .failures import OWNERSHIP_CONFLICT, RECONCILE_FAILED, report_failure
 from .kubeapi import ApiError, KubeApi, TransportError
 from .model import Cad
 from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
+from .notifications import sender as notifications
+from .notifications.sender import Notifier
 from .readiness import DeploymentReadiness, deployment_readiness
 from .reconcile import reconcile_fresh, refresh_readiness, repair_child
 from .resync import settled
@@ -74,10 +76,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.scanning.disabled = True
     settings.execution.max_workers = 10
     memo.api = KubeApi.connect(config.kubeconfig)
+    # Rollout notifications: a queue and workers of their own, off the reconcile path.
+    memo.notifier = Notifier(memo.api)
+    memo.notifier.start()
+    notifications.install(memo.notifier)
 
 
 @kopf.on.cleanup()
 async def close_client(memo: kopf.Memo, **_: Any) -> None:
+    notifier: Notifier | None = memo.get("notifier")
+    if notifier is not None:
+        notifications.install(None)
+        await notifier.stop()
     api: KubeApi | None = memo.get("api")
     if api is not None:
         await api.close()

@@ -48,6 +48,17 @@ rollouts = Counter(
     "Canaries ended, by outcome (promoted, rolledBack, aborted, superseded).",
     ["namespace", "name", "outcome"],
 )
+notifications = Counter(
+    "cricalgo_operator_notifications_total",
+    "Notifications by receiver type, event and outcome (sent, failed, dropped).",
+    ["type", "event", "outcome"],
+)
+notification_delivery = Histogram(
+    "cricalgo_operator_notification_delivery_seconds",
+    "From the status write that made an event to the receiver's answer.",
+    ["type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 analysis_errors = Counter(
     "cricalgo_operator_analysis_errors_total",
     "Canary analyses that could not query Prometheus.",

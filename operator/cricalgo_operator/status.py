@@ -21,6 +21,7 @@ from . import metrics
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import API_VERSION, FIELD_MANAGER, KIND
+from .notifications.sender import notify
 from .stable_env import prepare_status_patch
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,9 @@ async def write_status(
         metrics.record_outcome(cad.namespace, cad.name, outcome)
     if transition is not None:
         await emit_event(api, cad, transition, moment)
-    return Cad.from_body(body)
+    after = Cad.from_body(body)
+    notify(cad, after, moment)  # queued, never awaited: receivers do not slow the rollout
+    return after
 
 
 def ended_outcome(before: list[dict[str, Any]], after: list[dict[str, Any]] | None) -> str | None:

@@ -27,6 +27,7 @@ MINIMAL: dict[str, Any] = {
 
 # Secret references of spec.canary.prometheus.
 CA = {"name": "prom-ca", "key": "ca.crt"}
+URL = {"name": "notify", "key": "url"}
 TOKEN = {"bearerTokenSecret": {"name": "prom", "key": "token"}}
 BASIC = {
     "basicAuth": {
@@ -177,6 +178,34 @@ def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
             {"canary": {"prometheus": {"url": "https://prom", "basicAuth": {"username": CA}}}},
             "spec.canary.prometheus.basicAuth.password: Required value",
         ),
+        (
+            {"canary": {"notifications": [{"name": "hook", "type": "webhook", "urlSecret": URL}]}},
+            "a webhook notification needs signingSecret",
+        ),
+        (
+            {
+                "canary": {
+                    "notifications": [
+                        {"name": "chat", "type": "slack", "urlSecret": URL, "signingSecret": URL}
+                    ]
+                }
+            },
+            "signingSecret applies to webhook notifications only",
+        ),
+        (
+            {
+                "canary": {
+                    "notifications": [
+                        {"name": "chat", "type": "slack", "urlSecret": URL, "events": ["Done"]}
+                    ]
+                }
+            },
+            'supported values: "Started", "StepAdvanced", "Paused"',
+        ),
+        (
+            {"canary": {"notifications": [{"name": "chat", "type": "teams", "urlSecret": URL}]}},
+            'supported values: "webhook", "slack"',
+        ),
     ],
 )
 def test_invalid_cr_is_rejected_with_its_message(
@@ -193,6 +222,14 @@ def test_invalid_cr_is_rejected_with_its_message(
         {"traffic": {"provider": "istio", "hosts": ["pay.example.com"], "gateways": ["gw"]}},
         {"traffic": {"provider": "nginx", "ingressClassName": "nginx"}},
         {"canary": {"prometheus": {"url": "https://prom:9090", **TOKEN, "tls": {"caSecret": CA}}}},
+        {
+            "canary": {
+                "notifications": [
+                    {"name": "hook", "type": "webhook", "urlSecret": URL, "signingSecret": CA},
+                    {"name": "chat", "type": "slack", "urlSecret": URL, "events": ["Promoted"]},
+                ]
+            }
+        },
         {
             "canary": {
                 "prometheus": {

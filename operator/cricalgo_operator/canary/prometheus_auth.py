@@ -10,7 +10,6 @@ message: errors name the Secret and key, not what they hold.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import ssl
 from collections.abc import Mapping
@@ -20,26 +19,11 @@ from typing import Any
 import certifi
 
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
-from cricalgo_operator.kubeapi import ApiError, KubeApi
+from cricalgo_operator.kubeapi import KubeApi
+from cricalgo_operator.secret_refs import SecretKey, SecretRefError, read_secret, secret_value
 
-
-class CredentialsError(Exception):
-    """A Secret the CR names for its Prometheus cannot be read or used."""
-
-
-@dataclass(frozen=True)
-class SecretKey:
-    """One key of one Secret in the CR's namespace."""
-
-    name: str
-    key: str
-
-    @classmethod
-    def of(cls, ref: Mapping[str, Any] | None) -> SecretKey | None:
-        return cls(str(ref["name"]), str(ref["key"])) if ref else None
-
-    def __str__(self) -> str:
-        return f"Secret {self.name} key {self.key}"
+# A Secret that cannot be read and PEM that does not load are both the spec's to fix.
+CredentialsError = SecretRefError
 
 
 @dataclass(frozen=True)
@@ -144,30 +128,6 @@ def _load_client_certificate(context: ssl.SSLContext, cert_pem: str, key_pem: st
             os.close(fd)
 
 
-def _value(secret: Mapping[str, Any], ref: SecretKey) -> str:
-    data = secret.get("data") or {}
-    if ref.key not in data:
-        raise CredentialsError(f"{ref.name} has no key {ref.key}")
-    try:
-        return base64.b64decode(data[ref.key], validate=True).decode().strip()
-    except (binascii.Error, UnicodeDecodeError):
-        raise CredentialsError(f"{ref} is not UTF-8 text") from None
-
-
-async def read_secret(api: KubeApi, namespace: str, name: str) -> Mapping[str, Any]:
-    try:
-        found = await api.get("v1", "Secret", namespace, name)
-    except ApiError as error:
-        if error.status == 403:
-            raise CredentialsError(
-                f"the operator may not read Secret {name} (RBAC: get on secrets)"
-            ) from None
-        raise
-    if found is None:
-        raise CredentialsError(f"Secret {name} not found in namespace {namespace}")
-    return found
-
-
 async def read_credentials(
     api: KubeApi, namespace: str, auth: PrometheusAuth
 ) -> PrometheusCredentials:
@@ -175,7 +135,7 @@ async def read_credentials(
     secrets = {name: await read_secret(api, namespace, name) for name in auth.secret_names()}
 
     def value(ref: SecretKey | None) -> str | None:
-        return None if ref is None else _value(secrets[ref.name], ref)
+        return None if ref is None else secret_value(secrets[ref.name], ref)
 
     username, password = value(auth.username), value(auth.password)
     return PrometheusCredentials(
