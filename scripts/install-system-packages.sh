@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local stack runs (Redis, PostgreSQL, Prometheus with
-# promtool, nginx, openssl, wrk) if any of their programs is missing. Idempotent.
+# promtool, nginx, openssl, wrk, chromium) if any of their programs is missing. Idempotent.
 set -euo pipefail
 
 need=()
@@ -12,6 +12,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v openssl >/dev/null || need+=(openssl)
 # The workload benchmark's saturation load generator.
 command -v wrk >/dev/null || need+=(wrk)
+# Headless Chromium renders the demo report in its test (the plots are drawn by JavaScript).
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "[cricalgo setup] Debian packages present"

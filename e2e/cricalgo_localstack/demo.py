@@ -6,7 +6,7 @@ apply a CricAlgoDeployment at v1, drive signed deposit webhooks through the mesh
 the image to v2 (healthy) and follow the canary until it is promoted, then to v3 with an
 injected error rate until it is rolled back. While it follows a canary it samples which
 track's workers take the deposit tasks. It prints live progress, a timeline and the
-measurements, and writes an HTML report with a plot of weight and error rate.
+measurements, and writes an HTML report with plots of weight, per-track SLOs and deposits.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class Demo:
         self.started = time.time()
         self.operator: ManagedProcess | None = None
         self._api: Any = None
+        self._ledger: Any = None  # a psycopg connection to the demo's database
 
     def k(self, *args: str, input: str | None = None) -> str:
         proc = subprocess.run(
@@ -331,6 +332,8 @@ class Demo:
                 "weight": int(status.get("canaryWeight") or 0),
                 "step": str(status.get("currentStep", "-")),
                 "readings": {f"{r.get('name')}/{r.get('track')}": r.get("value") for r in readings},
+                "tracks": self.track_readings(status),
+                "credited": self.credited(),
             }
             self.samples.append(sample)
             self.sample_workers(int(status.get("canaryWeight") or 0))
@@ -349,6 +352,57 @@ class Demo:
                 return status
             time.sleep(1)
         raise TimeoutError(f"the canary did not reach {until} in {timeout:.0f}s (last: {last})")
+
+    def track_readings(self, status: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+        """Error rate and p99 latency of each track now, read as the operator reads them
+        (its built-in workload templates), for the report's per-track plot."""
+        from cricalgo_operator.canary.promql import TEMPLATE_SETS, TemplateVars, render_query
+        from cricalgo_operator.naming import image_version
+
+        images = {"stable": status.get("stableImage"), "canary": status.get("canaryImage")}
+        out: dict[str, dict[str, float | None]] = {}
+        for track, image in images.items():
+            if not image:
+                continue
+            window = f"{ANALYSIS_SECONDS}s"
+            variables = TemplateVars(NAMESPACE, NAME, track, image_version(str(image)), window)
+            out[track] = {
+                check: self._query(render_query(TEMPLATE_SETS["workload"][check], variables))
+                for check in ("errorRate", "latencyP99")
+            }
+        return out
+
+    def _query(self, promql: str) -> float | None:
+        """One instant query's value; None for no data or a Prometheus that does not answer
+        (a gap in the plot, not a failed demo)."""
+        import math
+
+        import httpx
+
+        try:
+            answer = httpx.get(
+                f"{self.cluster.prometheus_url()}/api/v1/query", params={"query": promql}, timeout=2
+            ).json()
+            value = float(answer["data"]["result"][0]["value"][1])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            return None
+        return None if math.isnan(value) or math.isinf(value) else value
+
+    def credited(self) -> int | None:
+        """Deposits credited in the ledger so far (None while the database is out of reach)."""
+        import psycopg
+
+        try:
+            if self._ledger is None:
+                dsn = with_database(self.cluster.admin_dsn(), DATABASE)
+                self._ledger = psycopg.connect(dsn, autocommit=True)
+            row = self._ledger.execute(
+                "SELECT count(DISTINCT tx_id) FROM ledger_entries"
+            ).fetchone()
+        except psycopg.Error:
+            self._ledger = None
+            return None
+        return int(row[0]) if row else None
 
     def rollout(self, image: str, fault: bool, until: str) -> tuple[float, float]:
         started = time.time()

@@ -3,14 +3,14 @@ report."""
 
 from __future__ import annotations
 
-import html
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .demo_plots import ReportData, render_html
 from .processes import ManagedProcess
 from .worker_split import StepSplit
 
@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 # Answers the mesh itself caused (a pod it should not have routed to), as opposed to the
 # application's own 500s; 0 is a request that got no HTTP answer at all.
 MESH_FAILURES = (0, 502, 503, 504)
+
+
+def counts(found: Mapping[Any, int], unit: str = "") -> str:
+    """`202 x5000, 500 x12` in key order: counts for a person, not a Python dict."""
+    if not found:
+        return "none"
+    return ", ".join(f"{key}{unit} x{n}" for key, n in sorted(found.items(), key=str))
 
 
 def mesh_failures(statuses: dict[int, int]) -> int:
@@ -109,7 +116,7 @@ class DemoResult:
             answers = self.mesh_answers.get(name, Counter())
             retried = self.mesh_retried.get(name)
             lines.append(
-                f"{name}: {b - a:.0f}s; mesh answers {dict(sorted(answers.items()))}; "
+                f"{name}: {b - a:.0f}s; mesh answers {counts(answers)}; "
                 f"mesh failures (502/503/504/no answer) {mesh_failures(answers)}"
                 + ("" if retried is None else f"; retried on another pod {retried}")
                 + f"; sent again after a closed connection {self.resent.get(name, 0)}"
@@ -125,11 +132,11 @@ class DemoResult:
         for split in self.worker_split:
             lines.append(
                 f"weight {split.weight:>3}%: workers stable {split.stable_workers} / canary "
-                f"{split.canary_workers} took {dict(split.tasks)} tasks -> canary "
+                f"{split.canary_workers} took {counts(split.tasks)} tasks -> canary "
                 f"{split.canary_share:.1f}% (worker share {split.expected_share:.0f}%)"
             )
         if self.transport_errors:
-            lines.append(f"requests with no HTTP answer, by error: {self.transport_errors}")
+            lines.append(f"requests with no HTTP answer, by error: {counts(self.transport_errors)}")
         lines.append(
             f"deposits answered 202: {self.accepted}; not credited: {self.lost}; "
             f"credited twice: {self.doubled}"
@@ -140,40 +147,7 @@ class DemoResult:
 def render_report(
     demo: Demo, load: MeshLoad, phases: list[tuple[str, float, float]], measured: list[str]
 ) -> str:
-    """An HTML page: the measurements, weight and mesh error rate over time (inline SVG),
-    and the timeline."""
-    start = demo.started
-    end = max([s["t"] for s in demo.samples] + [start + 1])
-    width, height = 900, 260
-
-    def x(t: float) -> float:
-        return 40 + (t - start) / (end - start) * (width - 60)
-
-    def y(percent: float) -> float:
-        return height - 30 - percent / 100 * (height - 50)
-
-    weight = " ".join(f"{x(s['t']):.1f},{y(s['weight']):.1f}" for s in demo.samples)
-    errors = []
-    second = int(start)
-    while second < end:
-        answered = load.statuses(second, second + 5)
-        total = sum(answered.values())
-        if total:
-            bad = sum(n for status, n in answered.items() if status >= 500 or status == 0)
-            errors.append(f"{x(second + 2.5):.1f},{y(100 * bad / total):.1f}")
-        second += 5
-    rows = "".join(
-        f"<tr><td>+{t - start:.0f}s</td><td>{html.escape(m)}</td></tr>" for t, m in demo.events
-    )
-    summary = "".join(f"<li>{html.escape(line)}</li>" for line in measured)
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>CricAlgo canary demo</title></head><body style="font-family:sans-serif">
-<h1>CricAlgo canary demo</h1><ul>{summary}</ul>
-<svg width="{width}" height="{height}" style="border:1px solid #ccc">
-<text x="45" y="15">canary weight % (blue), mesh 5xx % per 5 s (red)</text>
-<line x1="40" y1="{y(0)}" x2="{width - 20}" y2="{y(0)}" stroke="#999"/>
-<line x1="40" y1="{y(100)}" x2="{width - 20}" y2="{y(100)}" stroke="#eee"/>
-<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{weight}"/>
-<polyline fill="none" stroke="#d1242f" stroke-width="1.5" points="{" ".join(errors)}"/>
-</svg><h2>Timeline</h2><table>{rows}</table></body></html>
-"""
+    """An HTML page: the measurements, plots of weight, per-track SLOs and deposits over
+    time (demo_plots.py), and the timeline."""
+    data = ReportData(demo.started, demo.samples, list(load.answers), demo.events, measured)
+    return render_html(data)

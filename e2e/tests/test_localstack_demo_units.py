@@ -122,7 +122,8 @@ def test_the_measurements_say_what_issue_6_asks_for() -> None:
         step_seconds=30,
     )
     lines = result.measurements()
-    assert lines[0].startswith(f"{PROMOTE}: 112s; mesh answers {{0: 1, 202: 5000}}")
+    assert lines[0].startswith(f"{PROMOTE}: 112s; mesh answers 0 x1, 202 x5000;")
+    assert not [line for line in lines if "{" in line]  # sentences, not Python dicts
     assert "mesh failures (502/503/504/no answer) 1; retried on another pod 2" in lines[0]
     assert "sent again after a closed connection 1" in lines[0]
     assert "mesh failures (502/503/504/no answer) 0; sent again" in lines[1]
