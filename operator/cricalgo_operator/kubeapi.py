@@ -10,7 +10,7 @@ callers branch on `error.status` without knowing the library.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,6 +190,21 @@ class KubeApi:
         )
         try:
             return [_as_dict(item) async for item in found]
+        except LibraryError as error:
+            raise ApiError.from_library(error) from error
+
+    async def watch(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> AsyncIterator[tuple[str, Manifest]]:
+        """(ADDED | MODIFIED | DELETED, object) for one object: its current state first,
+        then each change, until the caller stops iterating."""
+        metrics.api_reads.labels("WATCH").inc()
+        events = self.client.watch(
+            resource_class(api_version, kind), namespace=namespace, fields={"metadata.name": name}
+        )
+        try:
+            async for event, obj in events:
+                yield str(event), _as_dict(obj)
         except LibraryError as error:
             raise ApiError.from_library(error) from error
 

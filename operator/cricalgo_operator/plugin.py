@@ -1,11 +1,14 @@
 """`kubectl-cricalgo`: the kubectl plugin for CricAlgoDeployment canaries.
 
-    kubectl cricalgo status NAME [-n NAMESPACE]
+    kubectl cricalgo list [-n NAMESPACE]
+    kubectl cricalgo status NAME [-n NAMESPACE] [--watch]
     kubectl cricalgo promote NAME [--full]
     kubectl cricalgo abort|pause|resume|retry NAME
 
-`status` prints the steps, the weight and every SLO reading against its threshold. The
-other commands file a request the operator acts on at its next analysis tick
+`list` prints every CR of the namespace with its phase, weight and last verdict. `status`
+prints the steps, the weight and every SLO reading against its threshold; with `--watch`
+again at each change, until the CR is deleted or the command is interrupted. The other
+commands file a request the operator acts on at its next analysis tick
 (canary/controls.py lists which are annotations and which are spec fields).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
 import sys
 from collections.abc import Sequence
@@ -29,7 +33,7 @@ from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import with_defaults
 from cricalgo_operator.naming import API_VERSION, KIND
 
-COMMANDS = ("status", "promote", "abort", "pause", "resume", "retry")
+COMMANDS = ("list", "status", "promote", "abort", "pause", "resume", "retry")
 
 
 def _value(value: Any) -> str:
@@ -95,16 +99,82 @@ def render_status(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _age(since: str | None, now: datetime.datetime) -> str:
+    """`42s`, `7m`, `3h`, `2d` since an RFC 3339 time, as kubectl prints ages."""
+    if not since:
+        return "-"
+    try:
+        then = datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def render_list(bodies: Sequence[dict[str, Any]], now: datetime.datetime) -> str:
+    """One line per CR: phase, images, weight, step, last verdict and its age (pure)."""
+    rows = [("NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "LAST VERDICT", "AGE")]
+    for body in sorted(bodies, key=lambda b: str((b.get("metadata") or {}).get("name"))):
+        meta, status = body.get("metadata") or {}, body.get("status") or {}
+        steps = with_defaults(body.get("spec") or {})["canary"]["steps"]
+        step = int(status.get("currentStep", -1) if status.get("currentStep") is not None else -1)
+        analysis = status.get("lastAnalysis") or {}
+        verdict = analysis.get("verdict")
+        rows.append(
+            (
+                str(meta.get("name")),
+                str(status.get("phase") or "Unknown"),
+                str(status.get("stableImage") or "-"),
+                str(status.get("canaryImage") or "-"),
+                f"{status.get('canaryWeight') or 0}%",
+                f"{step + 1}/{len(steps)}" if step >= 0 and status.get("canaryImage") else "-",
+                f"{verdict} {_age(analysis.get('time'), now)} ago" if verdict else "-",
+                _age(meta.get("creationTimestamp"), now),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+async def watch_status(api: KubeApi, namespace: str, name: str, out: TextIO) -> int:
+    """Print the status now and again at each change that shows, until the CR is deleted."""
+    last = None
+    async for event, body in api.watch(API_VERSION, KIND, namespace, name):
+        if event == "DELETED":
+            print(f"{namespace}/{name} deleted", file=out, flush=True)
+            return 0
+        shown = render_status(body)
+        if shown != last:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+            print(f"--- {stamp}\n{shown}", file=out, flush=True)
+            last = shown
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="kubectl cricalgo", description="Inspect and steer CricAlgoDeployment canaries."
     )
     parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("name", help="the CricAlgoDeployment")
+    parser.add_argument("name", nargs="?", help="the CricAlgoDeployment (all of them: list)")
     parser.add_argument("-n", "--namespace", help="default: the kubeconfig context's, else default")
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, else ~/.kube/config")
     parser.add_argument("--full", action="store_true", help="promote: skip all remaining steps")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "-w", "--watch", action="store_true", help="status: print again at each change"
+    )
+    args = parser.parse_args(argv)
+    if args.command != "list" and not args.name:
+        parser.error(f"{args.command} needs the name of a CricAlgoDeployment")
+    if args.watch and args.command != "status":
+        parser.error("--watch goes with status")
+    return args
 
 
 def _kubeconfig(explicit: str | None) -> str | None:
@@ -121,11 +191,20 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     api = KubeApi.connect(_kubeconfig(args.kubeconfig))
     namespace = args.namespace or api.client.namespace
     try:
+        if args.command == "list":
+            found = await api.list(API_VERSION, KIND, namespace)
+            if not found:
+                print(f"no cricalgodeployments in namespace {namespace}", file=out)
+                return 0
+            print(render_list(found, datetime.datetime.now(datetime.UTC)), file=out)
+            return 0
         body = await api.get(API_VERSION, KIND, namespace, args.name)
         if body is None:
             print(f"cricalgodeployment {namespace}/{args.name} not found", file=sys.stderr)
             return 1
         if args.command == "status":
+            if args.watch:
+                return await watch_status(api, namespace, args.name, out)
             print(render_status(body), file=out)
             return 0
         stamp = request_stamp()
@@ -156,7 +235,10 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv), sys.stdout))
+    try:
+        return asyncio.run(run(parse_args(argv), sys.stdout))
+    except KeyboardInterrupt:  # the way out of --watch
+        return 130
 
 
 if __name__ == "__main__":
