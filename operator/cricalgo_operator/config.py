@@ -10,6 +10,12 @@
 | --prometheus-url | CRICALGO_PROMETHEUS_URL | none (a CR's spec.canary.prometheus.url wins) |
 | --prometheus-allowed-url (repeatable) | CRICALGO_PROMETHEUS_ALLOWED_URLS (comma-separated) | any |
 | --no-cr-prometheus-url | CRICALGO_CR_PROMETHEUS_URL=false | a CR may name its own Prometheus |
+| --prometheus-ca-file | CRICALGO_PROMETHEUS_CA_FILE | public roots |
+| --prometheus-bearer-token-file | CRICALGO_PROMETHEUS_BEARER_TOKEN_FILE | none |
+| --prometheus-username | CRICALGO_PROMETHEUS_USERNAME | no basic auth |
+| --prometheus-password-file | CRICALGO_PROMETHEUS_PASSWORD_FILE | none |
+| --prometheus-cert-file, --prometheus-key-file | CRICALGO_PROMETHEUS_CERT_FILE, _KEY_FILE | none |
+| --prometheus-server-name | CRICALGO_PROMETHEUS_SERVER_NAME | the URL's host |
 | --min-analysis-interval | CRICALGO_MIN_ANALYSIS_INTERVAL | 1s (the CRD's own minimum) |
 | --peering | CRICALGO_PEERING | standalone (no peering objects) |
 | --peering-priority | CRICALGO_PEERING_PRIORITY | random (one replica wins, the others stand by) |
@@ -32,9 +38,10 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .canary.durations import parse_duration
+from .canary.prometheus_policy import PrometheusFiles
 
 
 class ConfigError(ValueError):
@@ -54,6 +61,8 @@ class OperatorConfig:
     prometheus_allowed_urls: tuple[str, ...] = ()
     # False: every CR is analysed against `prometheus_url`, whatever its spec names.
     cr_prometheus_url: bool = True
+    # The credentials for `prometheus_url` (never sent to a CR's own Prometheus).
+    prometheus_files: PrometheusFiles = field(default_factory=PrometheusFiles)
     # Seconds: the shortest analysis interval honoured, whatever a CR asks for.
     min_analysis_interval: float = 1.0
     peering: str | None = None
@@ -205,6 +214,19 @@ def parse_config(
         default=_bool(env.get("CRICALGO_CR_PROMETHEUS_URL", "true"), "CRICALGO_CR_PROMETHEUS_URL"),
         help="ignore spec.canary.prometheus.url: every CR is analysed against --prometheus-url",
     )
+    for flag, what in (
+        ("ca-file", "PEM CA bundle the server's certificate must chain to"),
+        ("bearer-token-file", "file holding a bearer token (re-read at each analysis)"),
+        ("username", "basic-auth user name (with --prometheus-password-file)"),
+        ("password-file", "file holding the basic-auth password"),
+        ("cert-file", "PEM client certificate (with --prometheus-key-file)"),
+        ("key-file", "PEM private key of the client certificate"),
+        ("server-name", "name the server's certificate must carry, if not the URL's host"),
+    ):
+        variable = "CRICALGO_PROMETHEUS_" + flag.upper().replace("-", "_")
+        parser.add_argument(
+            f"--prometheus-{flag}", default=env.get(variable) or None, help=f"{what} ({variable})"
+        )
     parser.add_argument(
         "--min-analysis-interval",
         default=env.get("CRICALGO_MIN_ANALYSIS_INTERVAL", "1s"),
@@ -237,6 +259,23 @@ def parse_config(
     allowed = args.prometheus_allowed_urls or [
         u.strip() for u in env.get("CRICALGO_PROMETHEUS_ALLOWED_URLS", "").split(",") if u.strip()
     ]
+    files = PrometheusFiles(
+        ca_file=args.prometheus_ca_file,
+        bearer_token_file=args.prometheus_bearer_token_file,
+        username=args.prometheus_username,
+        password_file=args.prometheus_password_file,
+        cert_file=args.prometheus_cert_file,
+        key_file=args.prometheus_key_file,
+        server_name=args.prometheus_server_name,
+    )
+    if files.bearer_token_file and files.username:
+        raise ConfigError("Prometheus: a bearer token file or basic auth, not both")
+    if bool(files.username) != bool(files.password_file):
+        raise ConfigError(
+            "Prometheus basic auth needs both --prometheus-username and a password file"
+        )
+    if bool(files.cert_file) != bool(files.key_file):
+        raise ConfigError("a Prometheus client certificate needs both its cert and key files")
     return OperatorConfig(
         kubeconfig=args.kubeconfig or None,
         namespaces=tuple(namespaces),
@@ -248,6 +287,7 @@ def parse_config(
         prometheus_url=_prometheus_url(args.prometheus_url),
         prometheus_allowed_urls=tuple(_allowed_url(u) for u in allowed),
         cr_prometheus_url=args.cr_prometheus_url,
+        prometheus_files=files,
         min_analysis_interval=_min_interval(args.min_analysis_interval),
         peering=args.peering or None,
         peering_priority=_int(args.peering_priority, "peering priority", 0)

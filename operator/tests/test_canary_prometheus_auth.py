@@ -29,8 +29,9 @@ from cricalgo_operator.canary.prometheus_auth import (
     PrometheusEndpoint,
     prometheus_endpoint,
 )
-from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
+from cricalgo_operator.canary.prometheus_policy import PrometheusFiles, PrometheusPolicy
 from cricalgo_operator.canary.runner import read_readings
+from cricalgo_operator.config import ConfigError, parse_config
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
 
@@ -248,3 +249,60 @@ def test_auth_from_spec() -> None:
     assert auth.server_name == "prom.svc"
     assert not auth.insecure_skip_verify
     assert PrometheusAuth.from_spec({"image": "x"}).empty
+
+
+async def test_the_operators_own_prometheus_with_credentials_from_files(
+    operator_api: KubeApi, namespace: str, secured_prometheus_server: Any, tmp_path: Path
+) -> None:
+    """--prometheus-url with the operator's CA, client certificate and basic auth (files,
+    as a mounted Secret gives them): used for CRs that name no Prometheus, never sent to a
+    CR's own URL."""
+    secured = secured_prometheus_server
+    password = tmp_path / "password"
+    password.write_text(secured.password + "\n")
+    argv = [
+        f"--prometheus-url={secured.server.url}",
+        f"--prometheus-ca-file={secured.pki.ca.cert}",
+        f"--prometheus-cert-file={secured.pki.client.cert}",
+        f"--prometheus-key-file={secured.pki.client.key}",
+        f"--prometheus-username={secured.username}",
+        f"--prometheus-password-file={password}",
+        f"--prometheus-server-name={secured.server_name}",
+    ]
+    policy = PrometheusPolicy.of_config(parse_config(argv, environ={}))
+    spec: dict[str, Any] = {"image": "registry.local/cricalgo:1.0.0"}
+    endpoint = await prometheus_endpoint(operator_api, namespace, spec, policy)
+    assert endpoint.url == secured.server.url
+    assert await _query(endpoint) == 42.0
+    # A CR's own Prometheus gets none of the operator's credentials.
+    elsewhere = _spec("https://prometheus.team.example:9090")
+    assert await prometheus_endpoint(operator_api, namespace, elsewhere, policy) == (
+        PrometheusEndpoint("https://prometheus.team.example:9090")
+    )
+    # A missing file holds the analysis with the reason, like a missing Secret.
+    password.unlink()
+    endpoint = await prometheus_endpoint(operator_api, namespace, spec, policy)
+    assert endpoint.url is None
+    assert endpoint.refused == "the operator's Prometheus credentials: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--prometheus-bearer-token-file=/t", "--prometheus-username=u"],
+            "a bearer token file or basic auth, not both",
+        ),
+        (["--prometheus-username=u"], "needs both --prometheus-username and a password file"),
+        (["--prometheus-cert-file=/c"], "needs both its cert and key files"),
+    ],
+)
+def test_operator_credentials_flags_are_checked(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv, environ={})
+
+
+def test_operator_credentials_from_the_environment() -> None:
+    environ = {"CRICALGO_PROMETHEUS_BEARER_TOKEN_FILE": "/var/run/secrets/token"}
+    files = parse_config([], environ=environ).prometheus_files
+    assert files == PrometheusFiles(bearer_token_file="/var/run/secrets/token")

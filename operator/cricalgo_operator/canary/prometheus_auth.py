@@ -9,16 +9,18 @@ message: errors name the Secret and key, not what they hold.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import certifi
 
-from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
+from cricalgo_operator.canary.prometheus_policy import PrometheusFiles, PrometheusPolicy
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.secret_refs import SecretKey, SecretRefError, read_secret, secret_value
 
@@ -149,6 +151,27 @@ async def read_credentials(
     )
 
 
+def read_files(files: PrometheusFiles) -> PrometheusCredentials:
+    """The operator's own credentials, read from their files now (blocking: run it in a
+    thread). The TLS material is checked to load."""
+
+    def text(path: str | None) -> str | None:
+        return Path(path).read_text().strip() if path else None
+
+    password = text(files.password_file)
+    credentials = PrometheusCredentials(
+        bearer_token=text(files.bearer_token_file),
+        basic_auth=(files.username, password) if files.username and password is not None else None,
+        ca_pem=text(files.ca_file),
+        cert_pem=text(files.cert_file),
+        key_pem=text(files.key_file),
+        server_name=files.server_name,
+    )
+    if credentials.customises_tls:
+        credentials.ssl_context()
+    return credentials
+
+
 @dataclass(frozen=True)
 class PrometheusEndpoint:
     """The Prometheus one analysis reads and how, or why it reads none (`refused`)."""
@@ -172,7 +195,17 @@ async def prometheus_endpoint(
         return PrometheusEndpoint(None, refused=choice.refused)
     auth = PrometheusAuth.from_spec(spec)
     if choice.url != cr_url or auth.empty:
-        return PrometheusEndpoint(choice.url)
+        if choice.url != policy.url or policy.files.empty:
+            return PrometheusEndpoint(choice.url)
+        # The operator's own Prometheus, with the operator's own credentials.
+        try:
+            own = await asyncio.to_thread(read_files, policy.files)
+        except (OSError, CredentialsError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            return PrometheusEndpoint(
+                None, refused=f"the operator's Prometheus credentials: {reason}"
+            )
+        return PrometheusEndpoint(choice.url, own)
     try:
         credentials = await read_credentials(api, namespace, auth)
         if credentials.customises_tls:

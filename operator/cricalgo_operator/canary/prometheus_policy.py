@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -64,12 +64,31 @@ def choose_prometheus_url(
 
 
 @dataclass(frozen=True)
+class PrometheusFiles:
+    """Where the operator's own Prometheus credentials are (files, re-read at every
+    analysis, so a rotated token or certificate applies at the next one)."""
+
+    ca_file: str | None = None
+    bearer_token_file: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == PrometheusFiles()
+
+
+@dataclass(frozen=True)
 class PrometheusPolicy:
     """The operator's Prometheus settings, as the canary analysis applies them."""
 
     url: str | None = None
     allow_cr_url: bool = True
     allowed_prefixes: tuple[str, ...] = ()
+    files: PrometheusFiles = field(default_factory=PrometheusFiles)
 
     @classmethod
     def of_config(cls, config: Any) -> PrometheusPolicy:
@@ -78,6 +97,7 @@ class PrometheusPolicy:
             getattr(config, "prometheus_url", None),
             bool(getattr(config, "cr_prometheus_url", True)),
             tuple(getattr(config, "prometheus_allowed_urls", ()) or ()),
+            getattr(config, "prometheus_files", None) or PrometheusFiles(),
         )
 
     @classmethod
