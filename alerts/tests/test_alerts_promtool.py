@@ -54,7 +54,6 @@ EXPECTED_ALERTS = {
     "CricAlgoCanaryTransitionStuck",
     "CricAlgoCanaryPausedTooLong",
     "CricAlgoCanaryRolledBack",
-    "CricAlgoCanaryFailed",
     "CricAlgoCanaryAnalysisErrors",
     "CricAlgoCanaryAnalysisNoData",
     "CricAlgoOperatorReconcileErrors",

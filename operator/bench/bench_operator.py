@@ -31,7 +31,7 @@ from typing import Any
 
 import cricalgo_operator
 import httpx
-from cricalgo_operator.children import apply_manifests
+from cricalgo_operator.apply import apply_manifests
 from cricalgo_operator.connection import load_connection
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad

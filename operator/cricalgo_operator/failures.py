@@ -5,7 +5,7 @@ A reconcile that cannot finish (an object with a child's name that the CR does n
 child the API server rejects, a spec the analysis cannot use) sets `Degraded=True` with
 one of FAILURE_REASONS and a message saying what to fix, and posts a Warning Event when
 that condition appears or its message changes. The next reconcile that succeeds clears it
-(`reconcile.conditions_for`); the readiness watcher keeps it.
+(`conditions.conditions_for`); the readiness watcher and the canary decisions keep it.
 """
 
 from __future__ import annotations
@@ -14,17 +14,31 @@ import datetime
 import logging
 from typing import Any
 
+from .conditions import (
+    ANALYSIS_FAILED,
+    FAILURE_REASONS,
+    OWNERSHIP_CONFLICT,
+    RECONCILE_FAILED,
+    reported_failure,
+    set_condition,
+)
+from .events import Transition
 from .kubeapi import ApiError, KubeApi, TransportError
 from .model import Cad
 from .naming import API_VERSION, KIND
-from .status import Transition, set_condition, write_status
+from .status import write_status
 
 log = logging.getLogger(__name__)
 
-OWNERSHIP_CONFLICT = "OwnershipConflict"
-RECONCILE_FAILED = "ReconcileFailed"
-ANALYSIS_FAILED = "AnalysisCannotRun"
-FAILURE_REASONS = (OWNERSHIP_CONFLICT, RECONCILE_FAILED, ANALYSIS_FAILED)
+__all__ = [
+    "ANALYSIS_FAILED",
+    "FAILURE_REASONS",
+    "OWNERSHIP_CONFLICT",
+    "RECONCILE_FAILED",
+    "failure_conditions",
+    "report_failure",
+    "reported_failure",
+]
 MESSAGE_LIMIT = 1024
 
 
@@ -39,14 +53,6 @@ def failure_conditions(
     return set_condition(
         conditions, "Degraded", True, reason, message[:MESSAGE_LIMIT], now, generation
     )
-
-
-def reported_failure(conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The Degraded condition if it reports one of the operator's failures."""
-    degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
-    if degraded and degraded.get("status") == "True" and degraded.get("reason") in FAILURE_REASONS:
-        return degraded
-    return None
 
 
 def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:

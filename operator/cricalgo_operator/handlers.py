@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from . import metrics
-from .children import OwnershipConflict, forget_owned
+from .apply import OwnershipConflict, forget_owned
 from .config import OperatorConfig
 from .connection import load_connection
 from .diffbase import RedactedDiffBaseStorage
@@ -25,7 +25,7 @@ from .naming import GROUP, KIND, MANAGED_BY, PLURAL, VERSION
 from .notifications import sender as notifications
 from .notifications.sender import Notifier
 from .readiness import DeploymentReadiness, deployment_readiness
-from .reconcile import reconcile_fresh, refresh_readiness, repair_child
+from .reconcile import RenderedCad, reconcile_fresh, refresh_readiness, repair_child
 from .resync import settled
 
 # Children watched for drift: (groupversion, plural).
@@ -100,9 +100,9 @@ def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def cads(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Cad]:
-    """CRs by (namespace, name), for the child watchers' drift checks."""
-    return {(namespace, name): Cad.from_body(body)}
+def cads(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, RenderedCad]:
+    """CRs and their render by (namespace, name), for the child watchers' drift checks."""
+    return {(namespace, name): RenderedCad.of(Cad.from_body(body))}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)
@@ -207,7 +207,7 @@ async def child_changed(
     name: str,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    cads: kopf.Index[Any, Cad] | None = None,
+    cads: kopf.Index[Any, RenderedCad] | None = None,
     deployments: kopf.Index[Any, DeploymentReadiness] | None = None,
     **_: Any,
 ) -> None:
@@ -215,15 +215,16 @@ async def child_changed(
     owner = _owner(body)
     if owner is None or namespace is None or cads is None:
         return
-    cad = next(iter(cads.get((namespace, owner["name"]), [])), None)
-    if cad is None or cad.uid != owner.get("uid"):
+    rendered = next(iter(cads.get((namespace, owner["name"]), [])), None)
+    if rendered is None or rendered.cad.uid != owner.get("uid"):
         return
+    cad = rendered.cad
     kind = body.get("kind") or ""
     actual = None if event["type"] == "DELETED" else dict(body)
     if actual is None:
         forget_owned(cad.uid, f"{kind}/{name}")
     try:
-        if await repair_child(memo.api, cad, kind, name, actual):
+        if await repair_child(memo.api, rendered, kind, name, actual):
             what = "deleted" if actual is None else "changed"
             logger.info(f"{kind} {name} was {what} by hand; re-applied")
         if kind == "Deployment" and deployments is not None:

@@ -15,7 +15,6 @@ PHASES = (
     "Promoting",
     "RollingBack",
     "RolledBack",
-    "Failed",
 )
 
 reconcile_duration = Histogram(

@@ -174,7 +174,7 @@ class Cad:
     @property
     def canary_scaled_down(self) -> bool:
         """After a rollback the canary Deployments stay, at zero replicas."""
-        return self.status.get("phase") in ("RollingBack", "RolledBack", "Failed")
+        return self.status.get("phase") in ("RollingBack", "RolledBack")
 
     def promoting_with(self, component: str) -> int | None:
         """During a promotion, the replicas of `component` that served traffic when it

@@ -6,6 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .model import Cad
+from .render_scaling import promotion_floor
+
 
 @dataclass(frozen=True)
 class DeploymentReadiness:
@@ -65,3 +68,20 @@ def stable_readiness(deployments: Iterable[DeploymentReadiness]) -> Readiness:
     if waiting:
         return Readiness(False, "Unavailable", "; ".join(d.describe() for d in waiting))
     return Readiness(True, "Available", "; ".join(d.describe() for d in stable))
+
+
+def promotion_ready(cad: Cad, deployments: Iterable[DeploymentReadiness]) -> bool:
+    """Whether the stable track runs the promoted template with at least the replicas that
+    served traffic when the promotion began: only then does the traffic come back to it."""
+    deployments = list(deployments)
+    if not stable_readiness(deployments).ready:
+        return False
+    for d in deployments:
+        serving = cad.promoting_with(d.component) if d.track == "stable" else None
+        if serving is None or d.component not in cad.spec:
+            continue
+        replicas = cad.spec[d.component]["replicas"]
+        floor = promotion_floor(int(replicas["min"]), int(replicas["max"]), serving)
+        if d.available < floor:
+            return False
+    return True

@@ -16,7 +16,7 @@ from .render import render
 from .stable_env import has_literal_env
 
 # Initializing: reconciled, waiting for pods (the readiness watcher moves it on).
-SETTLED_PHASES = ("Initializing", "Ready", "RolledBack", "Failed")
+SETTLED_PHASES = ("Initializing", "Ready", "RolledBack")
 
 
 def settled(cad: Cad, present: Collection[str]) -> bool:

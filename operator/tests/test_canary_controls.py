@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from cricalgo_operator.canary import CanaryConfig, CanaryStatus, Control, Phase, Reading, Readings
+from cricalgo_operator.canary import (
+    Action,
+    CanaryConfig,
+    CanaryStatus,
+    Control,
+    Phase,
+    Reading,
+    Readings,
+)
 from cricalgo_operator.canary.controls import (
     consumed_patch,
     control_from_annotations,
@@ -14,7 +22,7 @@ from cricalgo_operator.canary.controls import (
 )
 from cricalgo_operator.canary.daemon import is_analysed, probe_period
 from cricalgo_operator.canary.engine import decide
-from cricalgo_operator.canary.runner import ignored_requests, needs_readings, status_patch
+from cricalgo_operator.canary.runner import ignored_requests, needs_readings
 from cricalgo_operator.plugin import parse_args, render_status
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -46,7 +54,7 @@ def test_request_and_consumption_patches() -> None:
     assert pause_patch(True) == {"spec": {"canary": {"paused": True}}}
 
 
-def test_tick_patch_leaves_primitive_fields_to_the_primitives() -> None:
+def test_one_status_patch_carries_the_whole_decision() -> None:
     spec = {"image": "app:v2", "canary": {"stepDuration": "1m", "decision": "count"}}
     cfg = CanaryConfig.from_spec(spec)
     before = CanaryStatus(
@@ -63,9 +71,14 @@ def test_tick_patch_leaves_primitive_fields_to_the_primitives() -> None:
         + [Reading("tasks", "canary", 100.0), Reading("taskFailureRate", "canary", 0.0)]
     )
     decision = decide(cfg, before, bad, T0)
-    patch = status_patch(before, decision, T0)
-    # rollout.rollback writes phase, weight and failedImage (with history and Event).
-    assert not {"phase", "canaryWeight", "failedImage"} & set(patch)
+    patch = decision.status.patch_from(before.to_dict())
+    # One patch carries the whole rollback: phase, weight, failed image, history, analysis.
+    assert patch["phase"] == "RollingBack"
+    assert patch["canaryWeight"] == 0
+    assert patch["failedImage"] == "app:v2"
+    assert [h["outcome"] for h in patch["history"]] == ["rolledBack"]
+    assert {c["type"]: c["status"] for c in patch["conditions"]}["Progressing"] == "True"
+    assert "stableImage" not in patch  # unchanged fields are not written
     assert patch["lastAnalysis"]["verdict"] == "fail"
     error = next(m for m in patch["lastAnalysis"]["metrics"] if m["name"] == "errorRate")
     assert error == {
@@ -155,10 +168,10 @@ def test_requests_that_do_not_apply_are_dropped_not_kept_for_later() -> None:
     annotations = {"cricalgo.io/promote": "full", "unrelated.io/x": "y"}
     decision = decide(cfg, ready, Readings(), T0, control_from_annotations(annotations))
     assert ignored_requests(annotations, decision) == {"promote"}
-    # While the reconciler has yet to create the canary, requests wait for it.
+    # A tick that creates the canary leaves the requests to the next one, which sees it.
     newer = CanaryConfig.from_spec({"image": "app:v2"})
     waiting = decide(newer, ready, Readings(), T0, control_from_annotations(annotations))
-    assert waiting.reason == "AwaitingCanary"
+    assert waiting.action == Action.CREATE
     assert ignored_requests(annotations, waiting) == frozenset()
 
 

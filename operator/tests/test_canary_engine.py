@@ -14,12 +14,12 @@ from cricalgo_operator.canary import (
     Phase,
     Reading,
     Readings,
+    TrackState,
     Verdict,
-    canary_created,
     decide,
-    promotion_finished,
 )
 from cricalgo_operator.canary.durations import format_duration, parse_duration
+from cricalgo_operator.canary.engine import revised
 from cricalgo_operator.canary.judge import judge
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -63,6 +63,14 @@ def running(step: int = 0, started: datetime = T0, **changes: object) -> CanaryS
 READY = CanaryStatus(phase=Phase.READY, stable_image="cricalgo:v1")
 
 
+def canary_created(cfg: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
+    """The status once the engine gave the spec's new revision a canary track."""
+    decision = revised(cfg, status, now)
+    assert decision is not None
+    assert decision.action == Action.CREATE
+    return decision.status
+
+
 def test_durations_follow_go_syntax() -> None:
     assert parse_duration("30s") == 30
     assert parse_duration("1h30m") == 5400
@@ -92,12 +100,12 @@ def test_spec_defaults_and_custom_metric_overrides_builtin() -> None:
     assert {"errorRate", "latencyP99", "queueDepth", "taskFailureRate"} <= set(names)
 
 
-def test_new_revision_waits_for_the_reconciler_then_starts_at_first_step() -> None:
-    waiting = decide(config(), READY, Readings(), T0)
-    assert waiting.action == Action.IDLE
-    assert waiting.reason == "AwaitingCanary"
-    created = canary_created(config(), READY, T0 - timedelta(seconds=5))
-    assert created.canary_weight == 0
+def test_new_revision_gets_a_canary_track_at_weight_zero_then_starts_at_first_step() -> None:
+    created = decide(config(), READY, Readings(), T0 - timedelta(seconds=5))
+    assert created.action == Action.CREATE
+    assert created.reason == "CanaryStarted"
+    assert (created.weight, created.status.current_step) == (0, -1)
+    created = created.status
     d = decide(config(), created, Readings(), T0)
     assert d.action == Action.START
     assert d.status.canary_weight == 10
@@ -112,9 +120,10 @@ def test_same_image_is_idle_and_first_version_is_not_a_canary() -> None:
         decide(config(), READY.evolve(stable_image="cricalgo:v2"), Readings(), T0).action
         == Action.IDLE
     )
-    d = decide(config(), CanaryStatus(phase=Phase.INITIALIZING), Readings(), T0)
-    assert d.action == Action.IDLE
-    assert d.reason == "NoStableVersion"
+    d = decide(config(), CanaryStatus(), Readings(), T0)
+    assert d.action == Action.INITIALIZE
+    assert (d.status.phase, d.status.stable_image) == (Phase.INITIALIZING, "cricalgo:v2")
+    assert not d.status.canary_active
 
 
 def test_failed_image_waits_for_retry() -> None:
@@ -166,11 +175,14 @@ def test_retry_scales_the_canary_up_before_sending_it_traffic() -> None:
 
 
 def test_failed_image_reapplied_after_another_version_still_needs_retry() -> None:
-    status = canary_created(config(), READY.evolve(failed_image="cricalgo:v2"), T0)
-    d = decide(config(), status, Readings(), T0)
-    assert d.action == Action.ROLLBACK
+    d = decide(config(), READY.evolve(failed_image="cricalgo:v2"), Readings(), T0)
+    assert d.action == Action.CREATE
     assert d.reason == "FailedImage"
-    assert d.weight == 0
+    assert (d.status.phase, d.weight) == (Phase.ROLLED_BACK, 0)
+    status = d.status
+    d = decide(config(), status, Readings(), T0)
+    assert d.action == Action.IDLE
+    assert d.reason == "FailedImage"
     d = decide(config(), status, Readings(), T0, Control(retry=True))
     assert d.action == Action.START
     assert d.status.failed_image is None
@@ -206,9 +218,13 @@ def test_hundred_percent_holds_one_step_then_promotes() -> None:
     d = decide(cfg, running(step=3), good(cfg), T0 + timedelta(minutes=10))
     assert d.action == Action.PROMOTE
     assert d.status.phase == Phase.PROMOTING
+    assert d.ended is None  # the canary still serves
+    assert d.status.canary_weight == 100
+    d = decide(cfg, d.status, Readings(), T0 + timedelta(minutes=11))
+    assert d.action == Action.PROMOTED
     assert d.ended is not None
     assert d.ended.outcome == "promoted"
-    done = promotion_finished(d.status)
+    done = d.status
     assert done.phase == Phase.READY
     assert done.stable_image == "cricalgo:v2"
     assert done.canary_image is None
@@ -230,7 +246,7 @@ def test_failed_checks_roll_back_at_max() -> None:
     assert d.action == Action.ROLLBACK
     assert d.reason == "FailedChecks"
     assert d.weight == 0
-    assert d.status.phase == Phase.ROLLED_BACK
+    assert d.status.phase == Phase.ROLLING_BACK
     assert d.status.failed_image == "cricalgo:v2"
     assert d.ended is not None
     assert d.ended.outcome == "rolledBack"
@@ -308,11 +324,13 @@ def test_new_image_during_canary_restarts_at_first_step() -> None:
     cfg = CanaryConfig.from_spec({"image": "cricalgo:v3", "canary": SPEC["canary"]})
     old = running(step=2, failed_checks=2)
     d = decide(cfg, old, good(cfg), T0 + timedelta(minutes=5))
-    # Until the reconciler swapped the canary track, nothing moves.
-    assert d.action == Action.HOLD
-    assert d.reason == "AwaitingReconcile"
-    assert d.status == old
-    swapped = canary_created(cfg, old, T0 + timedelta(minutes=5))
+    # A new canary track at weight 0; the old canary is superseded in the history.
+    assert d.action == Action.CREATE
+    assert (d.weight, d.status.failed_checks) == (0, 0)
+    assert d.ended is not None
+    assert (d.ended.image, d.ended.outcome) == ("cricalgo:v2", "superseded")
+    assert [h["outcome"] for h in d.status.history] == ["superseded"]
+    swapped = d.status
     d = decide(cfg, swapped, good(cfg), T0 + timedelta(minutes=6))
     assert d.action == Action.START
     assert d.weight == 10
@@ -339,14 +357,19 @@ def test_manual_controls() -> None:
     assert d.action == Action.PROMOTE
 
 
-def test_promotion_and_rollback_in_progress_continue() -> None:
+def test_promotion_and_rollback_in_progress_wait_for_the_deployments() -> None:
     cfg = config()
-    promoting = running(step=3, phase=Phase.PROMOTING)
-    assert decide(cfg, promoting, Readings(), T0).action == Action.PROMOTE
-    rolling = running(phase=Phase.ROLLING_BACK, canary_weight=0)  # not written today
-    d = decide(cfg, rolling, Readings(), T0)
-    assert d.action == Action.ROLLBACK
-    assert d.weight == 0
+    promoting = running(step=3, phase=Phase.PROMOTING, stable_image="cricalgo:v2")
+    d = decide(cfg, promoting, Readings(), T0, tracks=TrackState(stable_promoted=False))
+    assert (d.action, d.reason, d.weight) == (Action.HOLD, "AwaitingStable", 100)
+    d = decide(cfg, promoting, Readings(), T0, tracks=TrackState(stable_promoted=True))
+    assert (d.action, d.status.phase, d.weight) == (Action.PROMOTED, Phase.READY, 0)
+    rolling = running(phase=Phase.ROLLING_BACK, canary_weight=0)
+    d = decide(cfg, rolling, Readings(), T0, tracks=TrackState(canary_drained=False))
+    assert (d.action, d.reason, d.weight) == (Action.HOLD, "AwaitingCanaryDrain", 0)
+    d = decide(cfg, rolling, Readings(), T0, tracks=TrackState(canary_drained=True))
+    assert (d.action, d.status.phase, d.weight) == (Action.ROLLED_BACK, Phase.ROLLED_BACK, 0)
+    assert d.ended is None  # the rollback itself was the end of this canary
 
 
 def test_compare_to_stable() -> None:
@@ -394,6 +417,12 @@ def test_compare_to_stable() -> None:
 
 def test_status_round_trip() -> None:
     status = running(step=2, failed_checks=1, inconclusive_checks=2, failed_image="old")
-    patch = status.to_patch()
+    patch = status.to_dict()
     assert patch["stepStartedAt"] == "2026-11-26T12:00:00Z"
     assert CanaryStatus.from_dict(patch) == status
+    assert status.patch_from(patch) == {}
+    stable_spec = {"image": "a", "env": [{"name": "X", "value": "1"}], "app": {"port": 1}}
+    before = {**patch, "stableSpec": stable_spec, "children": ["Service/pay"]}
+    after = status.evolve(stable_spec={"image": "b", "app": {"port": 1}}, current_step=3)
+    # A merge patch: changed fields only, removed keys set to null, other owners' untouched.
+    assert after.patch_from(before) == {"stableSpec": {"image": "b", "env": None}, "currentStep": 3}

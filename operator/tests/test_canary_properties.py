@@ -1,4 +1,6 @@
-"""Invariants of the canary engine (issue 5 section 1), checked with hypothesis."""
+"""Invariants of the canary engine, checked with hypothesis: single decisions, and whole
+paths through the state machine (new revisions, reverts, controls, Deployments that
+follow or lag, any readings)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from cricalgo_operator.canary import (
     Phase,
     Reading,
     Readings,
-    canary_created,
+    TrackState,
+    Verdict,
     decide,
-    promotion_finished,
+    revised,
 )
 from cricalgo_operator.canary.model import RATIO_COUNTS, REQUESTS, TASKS, step_reading
 from hypothesis import given, settings
@@ -94,12 +97,9 @@ def active_statuses(draw: st.DrawFn, cfg: CanaryConfig) -> CanaryStatus:
 
 
 def reconciler(cfg: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
-    """What the reconciler does around the engine: create canaries, finish promotions."""
-    if status.phase == Phase.PROMOTING:
-        return promotion_finished(status)
-    if status.phase in (Phase.READY, None) and status.stable_image != cfg.image:
-        return canary_created(cfg, status, now)
-    return status
+    """What the reconciler does around the engine: the engine's answer to the spec."""
+    decision = revised(cfg, status, now)
+    return status if decision is None else decision.status
 
 
 @SETTINGS
@@ -135,7 +135,7 @@ def test_weights_are_step_values_or_zero_and_rollback_ends_at_zero(data: st.Data
         assert decision.weight in allowed
         if decision.action == Action.ROLLBACK:
             assert decision.weight == 0
-            assert decision.status.phase == Phase.ROLLED_BACK
+            assert decision.status.phase == Phase.ROLLING_BACK
         status = reconciler(cfg, decision.status, now)
         assert status.canary_weight in allowed
 
@@ -154,7 +154,7 @@ def test_a_canary_whose_pods_are_not_ready_never_gets_traffic(data: st.DataObjec
             )
         )
         decision = decide(cfg, status, data.draw(readings_for(cfg)), now, control, False)
-        assert decision.weight == 0
+        assert decision.weight == 0 or decision.status.phase == Phase.PROMOTING
         status = reconciler(cfg, decision.status, now)
 
 
@@ -184,6 +184,7 @@ def test_same_inputs_same_decision(data: st.DataObject) -> None:
 def test_all_good_readings_promote_in_sum_of_step_durations(cfg: CanaryConfig) -> None:
     """Ticks every interval; stepDuration is a multiple of it, so each step takes exactly it."""
     status = reconciler(cfg, CanaryStatus(phase=Phase.READY, stable_image="app:v1"), T0)
+    assert status.canary_image == "app:v2"
     start = T0
     decision = decide(cfg, status, healthy(cfg), start)
     assert decision.action == Action.START
@@ -201,7 +202,9 @@ def test_all_good_readings_promote_in_sum_of_step_durations(cfg: CanaryConfig) -
     assert decision.action == Action.PROMOTE
     took = (now - start).total_seconds()
     assert total <= took <= total + cfg.analysis_interval
-    assert promotion_finished(status).stable_image == "app:v2"
+    finished = decide(cfg, status, healthy(cfg), now)
+    assert finished.action == Action.PROMOTED
+    assert (finished.status.stable_image, finished.status.canary_image) == ("app:v2", None)
 
 
 @SETTINGS
@@ -224,3 +227,99 @@ def test_promotion_lags_at_most_one_interval_per_step_when_ticks_do_not_divide_s
     took = (now - T0).total_seconds()
     # The engine treats elapsed times within a microsecond of the step as elapsed.
     assert total - 1e-6 * len(cfg.steps) <= took <= total + len(cfg.steps) * cfg.analysis_interval
+
+
+# --- whole paths through the state machine ------------------------------------------
+
+LIVE = (Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING)
+IMAGES = ("app:v1", "app:v2", "app:v3")
+
+
+def live(status: CanaryStatus) -> bool:
+    """A canary that has not ended yet (it may still be promoted or rolled back)."""
+    return status.canary_active and status.phase in LIVE
+
+
+controls_st = st.sampled_from(
+    [
+        Control(),
+        Control(),
+        Control(),
+        Control(promote="step"),
+        Control(promote="full"),
+        Control(abort=True),
+        Control(retry=True),
+        Control(resume=True),
+    ]
+)
+tracks_st = st.builds(
+    TrackState,
+    canary_ready=st.booleans(),
+    canary_drained=st.booleans(),
+    stable_promoted=st.booleans(),
+    serving=st.one_of(st.none(), st.just({"app": 4, "worker": 3})),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_every_path_keeps_the_state_machine_invariants(data: st.DataObject) -> None:
+    """Any sequence of specs, controls, Deployment states and readings:
+
+    - no path promotes without passing checks (or a user's promote request);
+    - every canary that ends is recorded by exactly one history entry, in the decision
+      that ends it, and nothing else adds one;
+    - the weight is a step's or 0, and 0 in RollingBack and RolledBack;
+    - traffic first reaches a canary only once its pods are ready;
+    - the conditions say what the phase says.
+    """
+    base = data.draw(configs())
+    status = CanaryStatus(phase=Phase.READY, stable_image="app:v1", stable_revision="app:v1")
+    now = T0
+    ended = created = 0
+    for _ in range(data.draw(st.integers(1, 40))):
+        now += timedelta(seconds=base.analysis_interval * data.draw(st.sampled_from([1, 1, 3])))
+        image = data.draw(st.sampled_from(IMAGES)) if data.draw(st.booleans()) else None
+        if image is not None:
+            base = replace(base, image=image, revision=image)
+        control = data.draw(controls_st)
+        tracks = data.draw(tracks_st)
+        readings = data.draw(st.one_of(st.just(healthy(base)), readings_for(base)))
+        decision = decide(base, status, readings, now, control, tracks=tracks)
+        after = decision.status
+
+        if decision.action == Action.PROMOTE:
+            assert decision.tick == Verdict.PASS or "promote" in decision.consumed
+            assert after.phase == Phase.PROMOTING
+            assert after.stable_image == status.canary_image
+        if after.phase == Phase.PROMOTING:
+            assert after.stable_image == after.canary_image
+            assert after.canary_weight == status.canary_weight  # serves until stable is back
+
+        ends = live(status) and (
+            not live(after) or after.canary_started_at != status.canary_started_at
+        )
+        assert (decision.ended is not None) == ends
+        grew = len(after.history) - len(status.history)
+        assert grew == (1 if ends else 0) or (len(after.history) == 10 and grew == 0 and ends)
+        if ends:
+            assert after.history[-1]["image"] == status.canary_image
+            assert after.history[-1]["outcome"] == decision.ended.outcome  # type: ignore[union-attr]
+        ended += ends
+        created += decision.action == Action.CREATE and live(after)
+        created += decision.action == Action.START and not live(status)  # a retry
+
+        assert after.canary_weight in {0, *base.steps}
+        if after.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
+            assert after.canary_weight == 0
+        if status.canary_weight == 0 and after.canary_weight > 0:
+            assert tracks.canary_ready
+
+        conditions = {c["type"]: c["status"] for c in after.conditions}
+        assert conditions["Progressing"] == ("True" if after.phase in LIVE else "False") or (
+            after.phase == Phase.ROLLING_BACK and conditions["Progressing"] == "True"
+        )
+        assert conditions["Degraded"] == ("True" if after.phase == Phase.ROLLED_BACK else "False")
+        status = after
+    # Every canary started is either still live or ended exactly once.
+    assert created == ended + (1 if live(status) else 0)

@@ -17,8 +17,8 @@ from cricalgo_operator.canary.scrape_window import (
     window_unchecked,
     window_verdict,
 )
+from cricalgo_operator.conditions import set_condition
 from cricalgo_operator.model import Cad
-from cricalgo_operator.status import set_condition
 from prometheus_client import CollectorRegistry, start_http_server
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)

@@ -8,6 +8,7 @@ operator uses but the role lacks fails the test.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import signal
@@ -25,11 +26,20 @@ import yaml
 from cricalgo_localstack.polling import wait_for
 from cricalgo_localstack.processes import free_port
 from cricalgo_operator.canary.controls import consumed_patch, patch_cad, request_patch
-from cricalgo_operator.children import drifted
+from cricalgo_operator.canary.engine import decide
+from cricalgo_operator.canary.model import (
+    NO_CONTROL,
+    CanaryStatus,
+    Control,
+    Reading,
+    Readings,
+    TrackState,
+)
+from cricalgo_operator.canary.runner import config_of, persist
+from cricalgo_operator.drift import drifted
 from cricalgo_operator.kubeapi import ApiError, KubeApi
 from cricalgo_operator.model import Cad
 from cricalgo_operator.render import render
-from cricalgo_operator.rollout import rollback, set_weight
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -228,7 +238,7 @@ def reconciled(body: dict[str, Any]) -> bool:
 async def act_as(
     kubeconfig: Path, namespace: str, action: Callable[[KubeApi, Cad], Awaitable[Cad]]
 ) -> Cad:
-    """Run a rollout primitive on the CR `pay` with the credentials of `kubeconfig`."""
+    """Run `action` on the CR `pay` with the credentials of `kubeconfig`."""
     api = KubeApi.connect(str(kubeconfig))
     try:
         # The status write is conditional on the CR's resourceVersion; when the operator
@@ -247,8 +257,35 @@ async def act_as(
         await api.close()
 
 
+NO_READINGS = Readings()
+
+
+async def decide_as(
+    kubeconfig: Path,
+    namespace: str,
+    control: Control = NO_CONTROL,
+    readings: Readings = NO_READINGS,
+) -> Cad:
+    """One canary decision carried out as the analysis does it (one status write, then the
+    children that change), as if the canary's pods were ready and serving."""
+
+    async def act(api: KubeApi, cad: Cad) -> Cad:
+        now = datetime.datetime.now(datetime.UTC)
+        tracks = TrackState(serving={"app": 0, "worker": 0})
+        status = CanaryStatus.from_dict(cad.status)
+        decision = decide(config_of(cad), status, readings, now, control, tracks=tracks)
+        return (await persist(api, cad, decision, now))[0]
+
+    return await act_as(kubeconfig, namespace, act)
+
+
 async def set_weight_as(kubeconfig: Path, namespace: str, weight: int) -> Cad:
-    return await act_as(kubeconfig, namespace, lambda api, cad: set_weight(api, cad, weight))
+    """The first step (10 %), then manual steps up to `weight`."""
+    cad = await decide_as(kubeconfig, namespace)
+    while cad.canary_weight < weight:
+        cad = await decide_as(kubeconfig, namespace, Control(promote="step"))
+    assert cad.canary_weight == weight
+    return cad
 
 
 def children_match_render(cluster: Cluster) -> list[str]:
@@ -541,13 +578,15 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
     assert _outcomes(namespaced_operator.metrics(), cluster.namespace, "superseded") == 1
     # A rollback, by whoever calls the primitive (here this process), counts too.
     counted = generate_latest().decode()
-    cad = await act_as(
-        namespaced_operator.kubeconfig,
-        cluster.namespace,
-        lambda api, cad: rollback(api, cad, reason="error rate"),
+    await decide_as(namespaced_operator.kubeconfig, cluster.namespace)
+    terrible = Readings(
+        [Reading("requests", "canary", 1000.0), Reading("errorRate", "canary", 1.0)]
     )
-    assert cad.status["phase"] == "RolledBack"
+    cad = await decide_as(namespaced_operator.kubeconfig, cluster.namespace, readings=terrible)
+    assert cad.status["phase"] == "RollingBack"
     after = generate_latest().decode()
+    # No canary pod runs here, so the operator finishes the rollback at its next tick.
+    wait_status(cluster, "phase RolledBack", lambda b: status_of(b).get("phase") == "RolledBack")
     assert (
         _outcomes(after, cluster.namespace, "rolledBack")
         == _outcomes(counted, cluster.namespace, "rolledBack") + 1

@@ -8,26 +8,21 @@ import logging
 from typing import Any
 
 import pytest
-from cricalgo_operator.children import drifted
+from cricalgo_operator.conditions import conditions_for, readiness_changed, set_condition
+from cricalgo_operator.drift import drifted
 from cricalgo_operator.logs import JsonFormatter
 from cricalgo_operator.model import Cad
 from cricalgo_operator.naming import image_version
 from cricalgo_operator.readiness import (
     DeploymentReadiness,
     deployment_readiness,
+    promotion_ready,
     serving_replicas,
     stable_readiness,
 )
-from cricalgo_operator.reconcile import conditions_for, promotion_ready
 from cricalgo_operator.render import render
 from cricalgo_operator.render_scaling import Bounds, split_replicas, track_bounds
-from cricalgo_operator.revisions import (
-    plan_revision,
-    promotion_done_patch,
-    promotion_patch,
-    rollback_patch,
-)
-from cricalgo_operator.status import HISTORY_LIMIT, ended_outcome, set_condition, with_history
+from cricalgo_operator.status import ended_outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -71,110 +66,6 @@ def test_split_replicas_invariants(lo: int, extra: int, weight: int) -> None:
     # The canary's share of the maximum is the weight, to within one replica.
     assert abs(canary.max - hi * weight / 100) <= 1
     assert stable.max + canary.max <= hi + 1
-
-
-# --- revisions -----------------------------------------------------------------------
-
-
-def test_first_revision_becomes_stable_without_a_canary() -> None:
-    patch, transition = plan_revision(cad(), NOW)
-    assert patch["phase"] == "Initializing"
-    assert patch["stableImage"] == "reg/cricalgo:1.0"
-    assert patch["canaryRevision"] is None
-    assert transition is not None
-    assert transition.reason == "Initializing"
-
-
-def test_new_image_starts_a_canary_at_weight_zero_and_a_repeat_changes_nothing() -> None:
-    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    moved = cad("reg/cricalgo:1.1", stable.status)
-    patch, transition = plan_revision(moved, NOW)
-    assert patch["phase"] == "Progressing"
-    assert patch["canaryImage"] == "reg/cricalgo:1.1"
-    assert patch["canaryWeight"] == 0
-    assert patch["currentStep"] == -1
-    assert transition is not None
-    assert transition.reason == "CanaryStarted"
-    running = apply_patch(moved, patch)
-    assert plan_revision(running, LATER) == ({}, None)
-
-
-def test_changing_env_is_a_new_revision_but_replicas_are_not() -> None:
-    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    scaled = cad(status=stable.status, app={"replicas": {"min": 4, "max": 20}})
-    assert plan_revision(scaled, NOW) == ({}, None)
-    env = cad(status=stable.status, env=[{"name": "FEATURE", "value": "on"}])
-    assert plan_revision(env, NOW)[0]["phase"] == "Progressing"
-
-
-def test_a_newer_image_supersedes_the_canary_and_reverting_aborts_it() -> None:
-    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    first = cad("reg/cricalgo:1.1", stable.status)
-    first = apply_patch(first, plan_revision(first, NOW)[0])
-    second = cad("reg/cricalgo:1.2", first.status)
-    patch, _ = plan_revision(second, LATER)
-    assert patch["canaryImage"] == "reg/cricalgo:1.2"
-    assert patch["history"][-1]["outcome"] == "superseded"
-    assert patch["history"][-1]["image"] == "reg/cricalgo:1.1"
-    reverted = cad("reg/cricalgo:1.0", apply_patch(second, patch).status)
-    patch, transition = plan_revision(reverted, LATER)
-    assert patch["phase"] == "Ready"
-    assert patch["canaryRevision"] is None
-    assert patch["history"][-1]["outcome"] == "aborted"
-    assert transition is not None
-    assert transition.type == "Warning"
-
-
-def test_promotion_then_completion_and_rollback() -> None:
-    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    canary = cad("reg/cricalgo:1.1", stable.status)
-    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
-    promoting = apply_patch(canary, promotion_patch(canary, "all steps passed", LATER))
-    assert promoting.status["stableImage"] == "reg/cricalgo:1.1"
-    assert promoting.canary_active  # the canary keeps serving until stable is back
-    assert plan_revision(promoting, LATER) == ({}, None)
-    done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
-    assert not done.canary_active
-    assert done.status["phase"] == "Ready"
-    assert done.status["history"][-1]["outcome"] == "promoted"
-    assert done.status["history"][-1]["reason"] == "all steps passed"
-    rolled = apply_patch(canary, rollback_patch(canary, "error rate", LATER))
-    assert rolled.status["phase"] == "RolledBack"
-    assert rolled.canary_weight == 0
-    assert rolled.canary_scaled_down
-    assert rolled.status["failedImage"] == "reg/cricalgo:1.1"
-    # The rolled-back image stays rolled back until something new is pushed.
-    assert plan_revision(rolled, LATER) == ({}, None)
-
-
-def test_a_failed_image_applied_again_starts_no_canary_until_retry() -> None:
-    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    canary = cad("reg/cricalgo:1.1", stable.status)
-    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
-    rolled = apply_patch(canary, rollback_patch(canary, "error rate", LATER))
-    # Back to the stable image (the idle canary goes), then the failed image once more.
-    back = cad("reg/cricalgo:1.0", rolled.status)
-    back = apply_patch(back, plan_revision(back, LATER)[0])
-    assert not back.canary_active
-    again = cad("reg/cricalgo:1.1", back.status)
-    patch, transition = plan_revision(again, LATER)
-    again = apply_patch(again, patch)
-    assert again.status["phase"] == "RolledBack"
-    assert again.canary_scaled_down  # rendered at zero replicas: no pod, no traffic
-    assert again.canary_weight == 0
-    assert again.status["failedImage"] == "reg/cricalgo:1.1"
-    assert transition is not None
-    assert (transition.reason, transition.type) == ("FailedImage", "Warning")
-    # Another image is a canary as usual.
-    other = cad("reg/cricalgo:1.2", back.status)
-    assert plan_revision(other, LATER)[0]["phase"] == "Progressing"
-
-
-def test_history_keeps_the_last_ten() -> None:
-    history: list[dict[str, Any]] = []
-    for i in range(HISTORY_LIMIT + 3):
-        history = with_history(history, {"image": f"i{i}"})
-    assert [h["image"] for h in history] == [f"i{i}" for i in range(3, HISTORY_LIMIT + 3)]
 
 
 # --- drift ---------------------------------------------------------------------------
@@ -231,10 +122,17 @@ def _readiness(name: str, track: str, desired: int, available: int) -> Deploymen
 
 def test_promotion_prescales_stable_to_the_capacity_serving_now() -> None:
     # Provider none at 100 %: the canary carries everything, the stable shrank to one pod.
-    stable = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    canary = cad("reg/cricalgo:1.1", stable.status)
-    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
-    canary = apply_patch(canary, {"canaryWeight": 100})
+    canary = cad(
+        "reg/cricalgo:1.1",
+        {
+            "phase": "Progressing",
+            "stableImage": "reg/cricalgo:1.0",
+            "stableRevision": "r1",
+            "canaryImage": "reg/cricalgo:1.1",
+            "canaryRevision": "r2",
+            "canaryWeight": 100,
+        },
+    )
     before = [
         _readiness("pay-app", "stable", 1, 1),
         _readiness("pay-app-canary", "canary", 8, 8),
@@ -243,7 +141,7 @@ def test_promotion_prescales_stable_to_the_capacity_serving_now() -> None:
     ]
     serving = serving_replicas(before)
     assert serving == {"app": 9, "worker": 21}
-    promoting = apply_patch(canary, promotion_patch(canary, "all steps passed", LATER, serving))
+    promoting = apply_patch(canary, {"phase": "Promoting", "promotionReplicas": serving})
     assert promoting.status["promotionReplicas"] == {"app": 9, "worker": 21}
     hpas = {
         m["metadata"]["name"]: (m["spec"]["minReplicas"], m["spec"]["maxReplicas"])
@@ -259,8 +157,7 @@ def test_promotion_prescales_stable_to_the_capacity_serving_now() -> None:
     assert not promotion_ready(promoting, small)
     big = [_readiness("pay-app", "stable", 9, 9), _readiness("pay-worker", "stable", 10, 10)]
     assert promotion_ready(promoting, big)
-    done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
-    assert "promotionReplicas" not in done.status
+    done = apply_patch(promoting, {"phase": "Ready", "promotionReplicas": None})
     assert promotion_ready(done, small)  # not promoting: nothing to wait for
 
 
@@ -280,7 +177,7 @@ def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> No
             "canaryWeight": 10,
         }
     )
-    conditions = {x["type"]: x for x in conditions_for(c, ready, NOW)}
+    conditions = {x["type"]: x for x in conditions_for(c.status, ready, NOW, c.generation, "img:2")}
     assert conditions["Ready"]["status"] == "True"
     assert conditions["Progressing"]["status"] == "True"
     assert conditions["Progressing"]["message"] == "canary img:2 at 10%"
@@ -295,7 +192,9 @@ def test_conditions_follow_phase_and_transition_time_only_moves_on_flips() -> No
         "2026-11-27T12:05:00Z"
     )
     rolled = cad(status={"phase": "RolledBack", "failedImage": "img:2"})
-    degraded = {x["type"]: x for x in conditions_for(rolled, ready, NOW)}["Degraded"]
+    degraded = {x["type"]: x for x in conditions_for(rolled.status, ready, NOW, 3, "img:2")}[
+        "Degraded"
+    ]
     assert degraded["status"] == "True"
     assert "img:2" in degraded["message"]
 
@@ -340,29 +239,41 @@ def test_namespaced_role_grants_exactly_the_cluster_role_rules() -> None:
 
 
 def test_readiness_watcher_only_acts_when_the_ready_condition_is_stale() -> None:
-    from cricalgo_operator.reconcile import readiness_changed
-
     deployments = [deployment_readiness(deployment("pay-app", "stable", 3, 1, 2))]
     fresh = cad(status={"phase": "Ready"})
-    assert readiness_changed(fresh, deployments)
-    conditions = conditions_for(fresh, deployments, NOW)
+    assert readiness_changed(fresh.status, deployments)
+    conditions = conditions_for(fresh.status, deployments, NOW, 3, "img")
     current = cad(status={"phase": "Ready", "conditions": conditions})
-    assert not readiness_changed(current, deployments)
+    assert not readiness_changed(current.status, deployments)
     recovered = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 2))]
-    assert readiness_changed(current, recovered)
+    assert readiness_changed(current.status, recovered)
 
 
-def test_desired_children_are_rendered_once_per_cr_version() -> None:
-    from dataclasses import replace
+def test_pure_modules_never_import_the_kubernetes_client() -> None:
+    """Rendering, conditions, drift, child identity, readiness and the canary engine
+    import nothing that talks to the API server (so they stay testable without one)."""
+    import subprocess
+    import sys
 
-    from cricalgo_operator.reconcile import desired_children
-
-    v1 = replace(cad(), resource_version="100")
-    first = desired_children(v1)
-    assert desired_children(replace(cad(), resource_version="100")) is first
-    assert "Deployment/pay-app" in first
-    moved = replace(cad("reg/cricalgo:2.0"), resource_version="101")
-    assert desired_children(moved) is not first
+    pure = [
+        "render",
+        "conditions",
+        "drift",
+        "children",
+        "events",
+        "readiness",
+        "canary.engine",
+        "canary.model",
+    ]
+    code = (
+        "import sys\n"
+        + "".join(f"import cricalgo_operator.{m}\n" for m in pure)
+        + "print(sorted(m for m in sys.modules if m.startswith(('cricalgo_operator.kube',"
+        " 'cricalgo_operator.connection', 'cricalgo_operator.status', 'httpx', 'kopf',"
+        " 'kubernetes', 'lightkube'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_rollout_outcome_is_counted_once_per_new_history_entry() -> None:
@@ -371,53 +282,6 @@ def test_a_rollout_outcome_is_counted_once_per_new_history_entry() -> None:
     assert ended_outcome(old, old) is None  # a rewrite of the same history
     assert ended_outcome(old, [*old, {"image": "b", "outcome": "rolledBack"}]) == "rolledBack"
     assert ended_outcome([], [{"image": "b", "outcome": "aborted"}]) == "aborted"
-
-
-def _promoted(c: Cad) -> dict[str, Any]:
-    ready = [deployment_readiness(deployment("pay-app", "stable", 3, 3, 2))]
-    return {x["type"]: x for x in conditions_for(c, ready, NOW)}["Promoted"]
-
-
-def test_promoted_condition_follows_the_spec_image_through_a_canary() -> None:
-    first = apply_patch(cad(), plan_revision(cad(), NOW)[0])
-    assert _promoted(first)["status"] == "Unknown"  # Initializing: no outcome yet
-    stable = apply_patch(first, {"phase": "Ready"})
-    assert (_promoted(stable)["status"], _promoted(stable)["reason"]) == ("True", "Promoted")
-    # A new image: Unknown while its canary runs, whatever the stable's condition was.
-    canary = cad("reg/cricalgo:1.1", stable.status)
-    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
-    assert _promoted(canary)["status"] == "Unknown"
-    promoting = apply_patch(canary, promotion_patch(canary, "all steps passed", NOW))
-    assert _promoted(promoting)["status"] == "Unknown"  # stable not yet available at size
-    done = apply_patch(promoting, promotion_done_patch(promoting, LATER))
-    assert _promoted(done)["status"] == "True"
-    assert _promoted(done)["message"] == "reg/cricalgo:1.1 is stable"
-
-
-def test_promoted_turns_false_in_the_rollback_write_itself() -> None:
-    stable = apply_patch(cad(), {**plan_revision(cad(), NOW)[0], "phase": "Ready"})
-    canary = cad("reg/cricalgo:1.1", stable.status)
-    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
-    canary = apply_patch(canary, {"conditions": conditions_for(canary, [], NOW)})
-    patch = rollback_patch(canary, "error rate 3% > 0.5%", LATER)
-    promoted = next(c for c in patch["conditions"] if c["type"] == "Promoted")
-    assert (promoted["status"], promoted["reason"]) == ("False", "RolledBack")
-    assert promoted["observedGeneration"] == 3
-    assert "reg/cricalgo:1.1 was rolled back" in promoted["message"]
-    # Re-applying the failed image keeps it False; the spec moving on leaves it alone.
-    rolled = apply_patch(canary, patch)
-    assert _promoted(rolled)["status"] == "False"
-    moved = cad("reg/cricalgo:1.2", canary.status)
-    assert "conditions" not in rollback_patch(moved, "abort", LATER)
-
-
-def test_aborting_back_to_the_stable_image_reports_it_promoted() -> None:
-    stable = apply_patch(cad(), {**plan_revision(cad(), NOW)[0], "phase": "Ready"})
-    canary = cad("reg/cricalgo:1.1", stable.status)
-    canary = apply_patch(canary, plan_revision(canary, NOW)[0])
-    back = cad("reg/cricalgo:1.0", canary.status)
-    back = apply_patch(back, plan_revision(back, NOW)[0])
-    assert _promoted(back)["status"] == "True"
 
 
 def test_forget_removes_every_series_of_a_deleted_cr() -> None:
@@ -443,7 +307,7 @@ def test_a_reported_failure_stays_until_a_reconcile_succeeds() -> None:
     broken = cad(status={"phase": "Initializing", "conditions": failed})
 
     def degraded(keep: bool) -> dict[str, Any]:
-        found = conditions_for(broken, [], NOW, keep_failure=keep)
+        found = conditions_for(broken.status, [], NOW, 1, "img", keep_failure=keep)
         return next(c for c in found if c["type"] == "Degraded")
 
     kept = degraded(True)  # the readiness watcher

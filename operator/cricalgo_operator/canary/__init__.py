@@ -1,6 +1,6 @@
 """Canary analysis: the pure decision engine, Prometheus readings and PromQL templates."""
 
-from cricalgo_operator.canary.engine import canary_created, decide, promotion_finished
+from cricalgo_operator.canary.engine import decide, revised
 from cricalgo_operator.canary.model import (
     Action,
     CanaryConfig,
@@ -11,6 +11,7 @@ from cricalgo_operator.canary.model import (
     Phase,
     Reading,
     Readings,
+    TrackState,
     Verdict,
 )
 
@@ -24,8 +25,8 @@ __all__ = [
     "Phase",
     "Reading",
     "Readings",
+    "TrackState",
     "Verdict",
-    "canary_created",
     "decide",
-    "promotion_finished",
+    "revised",
 ]

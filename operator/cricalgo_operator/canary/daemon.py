@@ -19,7 +19,7 @@ from cricalgo_operator.canary.engine import IMMEDIATE_ROLLBACKS
 from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.runner import tick
-from cricalgo_operator.children import OwnershipConflict
+from cricalgo_operator.apply import OwnershipConflict
 from cricalgo_operator.failures import ANALYSIS_FAILED, report_failure
 from cricalgo_operator.kubeapi import ApiError, KubeApi, TransportError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION
@@ -68,11 +68,18 @@ async def canary_analysis(
     default_url = PrometheusPolicy.of_config(config)
     floor = float(getattr(config, "min_analysis_interval", 0.0))
     previous = None
+    # After a tick that failed half-way (its status written, its children maybe not), the
+    # next one applies every child rather than only those its own decision changes.
+    resync = False
     while not stopped:
         started = time.monotonic()
         try:
-            result = await tick(memo.api, namespace, name, _now(), default_url, previous)
+            result = await tick(
+                memo.api, namespace, name, _now(), default_url, previous, resync=resync
+            )
+            resync = False
         except ApiError as error:
+            resync = resync or error.status != 409  # a 409 is lost before anything is applied
             delay = CONFLICT_RETRY_SECONDS if error.status == 409 else ERROR_RETRY_SECONDS
             if error.status == 409:
                 logger.debug(f"canary analysis lost a write race; deciding again: {error}")
@@ -81,6 +88,7 @@ async def canary_analysis(
             await stopped.wait(delay)
             continue
         except TransportError as error:  # the API server is unreachable or slow
+            resync = True
             logger.warning(f"canary analysis failed: API server unreachable: {error!r}")
             await stopped.wait(ERROR_RETRY_SECONDS)
             continue

@@ -1,21 +1,29 @@
 """The canary decision: `decide(config, status, readings, now) -> Decision`.
 
 Pure and deterministic: the same inputs give the same decision, time is a parameter, and
-the decision carries the next status, so an operator restarted mid-canary resumes from
-the status alone. The runner performs the side effects the decision's action names.
+the decision carries the complete next status (phase, weight, step, counters, history,
+failed image, promotion bookkeeping, conditions), so an operator restarted mid-canary
+resumes from the status alone. The engine is the one owner of that state: the runner
+writes the decision's status in one patch and applies the children that change.
 
-Division of labour with the reconciler (revisions.plan_revision): the reconciler creates,
-supersedes and aborts canary tracks when the pod template changes (a new canary starts
-at weight 0, `currentStep` -1); this engine walks an existing canary through its steps,
-and promotes or rolls it back.
+The phases of one canary:
+
+    new revision (revisions.revise) -> Progressing <-> Paused
+    Progressing -> Promoting -> Ready        (the stable takes over, then the canary goes)
+    Progressing | Paused -> RollingBack -> RolledBack   (weight 0, then no canary pod)
+    RolledBack -> Progressing                (retry)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from cricalgo_operator.canary.judge import judge, tick_verdict
 from cricalgo_operator.canary.model import (
+    ALL_READY,
+    HISTORY_LIMIT,
     NO_CONTROL,
     Action,
     CanaryConfig,
@@ -26,12 +34,20 @@ from cricalgo_operator.canary.model import (
     MetricVerdict,
     Phase,
     Readings,
+    TrackState,
     Verdict,
+    format_time,
 )
+from cricalgo_operator.canary.revisions import CANARY_RESET, is_canary, is_stable, revise
 from cricalgo_operator.canary.sequential import Outcome
+from cricalgo_operator.conditions import canary_conditions
+from cricalgo_operator.naming import COMPONENTS
 
 # The hold while the canary's Deployments are not ready yet (weight stays 0).
 AWAITING_CANARY_PODS = "AwaitingCanaryPods"
+# The holds while a promotion or a rollback waits for the Deployments to follow.
+AWAITING_STABLE = "AwaitingStable"
+AWAITING_CANARY_DRAIN = "AwaitingCanaryDrain"
 # The rollback on a reading beyond failFastFactor x its threshold.
 FAIL_FAST = "FailFast"
 # The rollback on a sequential test reaching its rollback boundary.
@@ -52,32 +68,87 @@ def decide(
     now: datetime,
     control: Control = NO_CONTROL,
     canary_ready: bool = True,
+    tracks: TrackState = ALL_READY,
 ) -> Decision:
     """Decide this tick. `control` carries manual requests (promote/abort/retry/resume).
 
     `canary_ready`: every canary Deployment has all the ready replicas it asks for (from
     the Deployments' status). A router sends the canary its weight whether or not a pod
     stands behind it, so traffic first moves to the canary only once it is ready.
+    `tracks`: the rest of what the Deployments say (promotion and rollback progress).
     """
+    if not canary_ready:
+        tracks = replace(tracks, canary_ready=False)
+    decision = revise(config, status, now) or _decide(
+        config, status, readings, now, control, tracks
+    )
+    return complete(config, status, decision, now)
+
+
+def complete(
+    config: CanaryConfig, before: CanaryStatus, decision: Decision, now: datetime
+) -> Decision:
+    """The decision with the status parts every transition shares: the history entry of
+    a canary that ended, the last analysis, and the conditions of the next phase."""
+    status = decision.status
+    if decision.ended is not None:
+        entry = decision.ended.entry(before.canary_started_at, now)
+        status = status.evolve(history=(*status.history, entry)[-HISTORY_LIMIT:])
+    if decision.tick is not None:
+        status = status.evolve(
+            last_analysis={
+                "time": format_time(now),
+                "verdict": str(decision.tick),
+                "metrics": [v.to_dict() for v in decision.verdicts],
+            }
+        )
+    conditions = canary_conditions(
+        status.conditions, status.to_dict(), now, config.generation, config.image
+    )
+    if [dict(c) for c in status.conditions] != conditions:
+        status = status.evolve(conditions=tuple(conditions))
+    return replace(decision, status=status)
+
+
+def _decide(
+    config: CanaryConfig,
+    status: CanaryStatus,
+    readings: Readings,
+    now: datetime,
+    control: Control,
+    tracks: TrackState,
+) -> Decision:
     if status.phase == Phase.PROMOTING:
-        return Decision(Action.PROMOTE, "Promoting", "promotion in progress", status)
+        return _finish_promotion(status, tracks)
     if status.phase == Phase.ROLLING_BACK:
-        return Decision(Action.ROLLBACK, "RollingBack", "rollback in progress", status)
+        return _finish_rollback(status, tracks)
     if status.phase in _ACTIVE and status.canary_image:
-        return _decide_active(config, status, readings, now, control, canary_ready)
-    return _decide_idle(config, status, now, control, canary_ready)
+        return _decide_active(config, status, readings, now, control, tracks)
+    return _decide_idle(config, status, now, control, tracks.canary_ready)
 
 
-def _is_stable(config: CanaryConfig, status: CanaryStatus) -> bool:
-    if status.stable_revision:
-        return config.revision == status.stable_revision
-    return config.image == status.stable_image
+def _finish_promotion(status: CanaryStatus, tracks: TrackState) -> Decision:
+    """The canary keeps its weight until the stable serves at the size it had; then the
+    traffic comes back to the stable and the canary track goes."""
+    if not tracks.stable_promoted:
+        message = f"promoting {status.canary_image}: waiting for the stable to be available"
+        return Decision(Action.HOLD, AWAITING_STABLE, message, status)
+    done = status.evolve(
+        **CANARY_RESET, phase=Phase.READY, promotion_reason=None, promotion_replicas=None
+    )
+    image = status.canary_image or status.stable_image or ""
+    ended = Ended(image, "promoted", status.promotion_reason or "promoted")
+    return Decision(Action.PROMOTED, "Promoted", f"{image} is stable", done, ended=ended)
 
 
-def _is_canary(config: CanaryConfig, status: CanaryStatus) -> bool:
-    if status.canary_revision:
-        return config.revision == status.canary_revision
-    return config.image == status.canary_image
+def _finish_rollback(status: CanaryStatus, tracks: TrackState) -> Decision:
+    """The traffic left the canary at once; rolled back once its last pod is gone."""
+    if not tracks.canary_drained:
+        message = f"rolling back {status.canary_image}: waiting for its pods to stop"
+        return Decision(Action.HOLD, AWAITING_CANARY_DRAIN, message, status)
+    done = status.evolve(phase=Phase.ROLLED_BACK)
+    message = f"{status.canary_image} rolled back: no canary pod left"
+    return Decision(Action.ROLLED_BACK, "CanaryScaledDown", message, done)
 
 
 def _first_step(config: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
@@ -91,15 +162,27 @@ def _first_step(config: CanaryConfig, status: CanaryStatus, now: datetime) -> Ca
     )
 
 
+def _at_weight_zero(config: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
+    """A canary track that exists but waits for its pods: weight 0, before the first step."""
+    return status.evolve(
+        phase=Phase.PAUSED if config.paused else Phase.PROGRESSING,
+        canary_weight=0,
+        current_step=-1,
+        step_started_at=now,
+        failed_checks=0,
+        inconclusive_checks=0,
+    )
+
+
 def _decide_idle(
     config: CanaryConfig, status: CanaryStatus, now: datetime, control: Control, canary_ready: bool
 ) -> Decision:
     if not status.stable_image:
         message = "the first version is deployed directly"
         return Decision(Action.IDLE, "NoStableVersion", message, status)
-    if _is_stable(config, status):
+    if is_stable(config, status):
         return Decision(Action.IDLE, "UpToDate", "spec matches the stable version", status)
-    if status.phase == Phase.ROLLED_BACK and _is_canary(config, status):
+    if status.phase == Phase.ROLLED_BACK and is_canary(config, status):
         if not control.retry:
             message = f"{status.canary_image} failed its canary; retry to analyse it again"
             return Decision(Action.IDLE, "FailedImage", message, status)
@@ -107,11 +190,11 @@ def _decide_idle(
         message = f"retry: canary {status.canary_image} restarts at {config.steps[0]}%"
         if not canary_ready:
             # Rolled back means scaled to zero: back to weight 0 until its pods are ready.
-            started = canary_created(config, status, now).evolve(failed_image=None)
+            started = _at_weight_zero(config, status, now).evolve(failed_image=None)
             message = f"retry: canary {status.canary_image} scales up; traffic follows when ready"
         return Decision(Action.START, "Retry", message, started, consumed=frozenset({"retry"}))
-    message = "a new revision waits for the reconciler to create its canary track"
-    return Decision(Action.IDLE, "AwaitingCanary", message, status)
+    message = f"{status.phase}: nothing to decide for {config.image}"
+    return Decision(Action.IDLE, "Idle", message, status)
 
 
 def _rollback(
@@ -123,32 +206,40 @@ def _rollback(
     tick: Verdict | None = None,
     consumed: frozenset[str] = _NONE,
 ) -> Decision:
-    """Weight 0 at once; the image is remembered so re-applying it needs a retry."""
+    """Weight 0 at once and the canary scaled to zero (RollingBack until its pods are
+    gone); the image is remembered so re-applying it needs a retry."""
     assert status.canary_image is not None
     rolled = status.evolve(
-        phase=Phase.ROLLED_BACK, canary_weight=0, failed_image=status.canary_image
+        phase=Phase.ROLLING_BACK, canary_weight=0, failed_image=status.canary_image
     )
-    ended = Ended(status.canary_image, outcome, reason)
-    return Decision(Action.ROLLBACK, reason, message, rolled, verdicts, tick, ended, consumed)
+    ended = Ended(status.canary_image, outcome, message)
+    return Decision(
+        Action.ROLLBACK, reason, message, rolled, verdicts, tick, ended, consumed, warning=True
+    )
 
 
 def _promote(
+    config: CanaryConfig,
     status: CanaryStatus,
     reason: str,
     message: str,
     verdicts: tuple[MetricVerdict, ...] = (),
     tick: Verdict | None = None,
     consumed: frozenset[str] = _NONE,
+    serving: Mapping[str, int] | None = None,
 ) -> Decision:
-    """Stable takes the canary's version; the canary keeps its weight until stable is ready."""
+    """Stable takes the canary's version, scaled to at least the replicas serving now (both
+    tracks); the canary keeps its weight until the stable is available at that size."""
     assert status.canary_image is not None
     promoting = status.evolve(
         phase=Phase.PROMOTING,
         stable_image=status.canary_image,
         stable_revision=status.canary_revision,
+        stable_spec=dict(config.pod_inputs),
+        promotion_reason=message,
+        promotion_replicas={c: int((serving or {}).get(c, 0)) for c in COMPONENTS},
     )
-    ended = Ended(status.canary_image, "promoted", reason)
-    return Decision(Action.PROMOTE, reason, message, promoting, verdicts, tick, ended, consumed)
+    return Decision(Action.PROMOTE, reason, message, promoting, verdicts, tick, None, consumed)
 
 
 def _advance(
@@ -159,6 +250,7 @@ def _advance(
     verdicts: tuple[MetricVerdict, ...] = (),
     tick: Verdict | None = None,
     consumed: frozenset[str] = _NONE,
+    serving: Mapping[str, int] | None = None,
 ) -> Decision:
     """Next step, or promotion after the last one."""
     step = min(status.current_step, len(config.steps) - 1)
@@ -167,7 +259,7 @@ def _advance(
         if reason != "StepPassed":
             message = f"promoted by user: {status.canary_image}"
         promote_reason = "Promoted" if reason == "StepPassed" else reason
-        return _promote(status, promote_reason, message, verdicts, tick, consumed)
+        return _promote(config, status, promote_reason, message, verdicts, tick, consumed, serving)
     weight = config.steps[step + 1]
     nxt = status.evolve(
         phase=Phase.PROGRESSING,
@@ -186,20 +278,24 @@ def _decide_active(
     readings: Readings,
     now: datetime,
     control: Control,
-    canary_ready: bool,
+    tracks: TrackState,
 ) -> Decision:
     assert status.canary_image is not None
-    if not _is_canary(config, status):
-        # The reconciler supersedes (new revision) or aborts (back to stable) the canary.
-        message = "the spec changed; waiting for the reconciler to replace the canary"
-        return Decision(Action.HOLD, "AwaitingReconcile", message, status)
+    serving = tracks.serving
     if control.abort:
         return _rollback(
             status, "Aborted", "aborted by user", "aborted", consumed=frozenset({"abort"})
         )
     if control.promote == "full":
         message = f"promoted by user: {status.canary_image}"
-        return _promote(status, "ManualPromotion", message, consumed=frozenset({"promote"}))
+        return _promote(
+            config,
+            status,
+            "ManualPromotion",
+            message,
+            consumed=frozenset({"promote"}),
+            serving=serving,
+        )
     refused = status.canary_image == status.failed_image and not control.retry
     if status.current_step < 0 and refused:
         # Re-applied after another version: still needs an explicit retry.
@@ -210,6 +306,7 @@ def _decide_active(
         if status.phase != Phase.PAUSED:
             return Decision(Action.PAUSE, "PausedByUser", "paused by user", paused)
         return Decision(Action.HOLD, "Paused", "paused", paused)
+    manual_step = frozenset({"promote"})
     if status.phase == Phase.PAUSED:
         stuck = status.inconclusive_checks >= config.max_inconclusive
         if stuck and not (control.resume or control.promote == "step"):
@@ -217,11 +314,13 @@ def _decide_active(
             return Decision(Action.HOLD, "PausedNoData", message, status)
         resumed = status.evolve(phase=Phase.PROGRESSING, inconclusive_checks=0, step_started_at=now)
         if control.promote == "step" and resumed.current_step >= 0:
-            return _advance(config, resumed, now, "ManualStep", consumed=frozenset({"promote"}))
+            return _advance(
+                config, resumed, now, "ManualStep", consumed=manual_step, serving=serving
+            )
         consumed = frozenset({"resume"}) if control.resume else _NONE
         return Decision(Action.RESUME, "Resumed", "analysis resumed", resumed, consumed=consumed)
     if status.current_step < 0:
-        if not canary_ready:
+        if not tracks.canary_ready:
             message = f"canary {status.canary_image} gets traffic once its pods are ready"
             return Decision(Action.HOLD, AWAITING_CANARY_PODS, message, status)
         started = _first_step(config, status, now)
@@ -231,12 +330,16 @@ def _decide_active(
         message = f"canary {status.canary_image} at {config.steps[0]}%"
         return Decision(Action.START, "CanaryStarted", message, started, consumed=consumed)
     if control.promote == "step":
-        return _advance(config, status, now, "ManualStep", consumed=frozenset({"promote"}))
-    return _analyse(config, status, readings, now)
+        return _advance(config, status, now, "ManualStep", consumed=manual_step, serving=serving)
+    return _analyse(config, status, readings, now, serving)
 
 
 def _analyse(
-    config: CanaryConfig, status: CanaryStatus, readings: Readings, now: datetime
+    config: CanaryConfig,
+    status: CanaryStatus,
+    readings: Readings,
+    now: datetime,
+    serving: Mapping[str, int] | None,
 ) -> Decision:
     # Normalise: the weight always follows the (possibly edited) step list.
     step = min(status.current_step, len(config.steps) - 1)
@@ -290,44 +393,23 @@ def _analyse(
         message = f"step {step} at {passed.canary_weight}%: awaiting evidence: {what}"
         return Decision(Action.HOLD, AWAITING_EVIDENCE, message, passed, verdicts, tick)
     if elapsed + _EPSILON >= config.step_duration:
-        return _advance(config, passed, now, "StepPassed", verdicts, tick)
+        return _advance(config, passed, now, "StepPassed", verdicts, tick, serving=serving)
     message = (
         f"step {step} at {passed.canary_weight}%: {elapsed:.0f}s of {config.step_duration:.0f}s"
     )
     return Decision(Action.HOLD, "StepInProgress", message, passed, verdicts, tick)
 
 
-def promotion_finished(status: CanaryStatus) -> CanaryStatus:
-    """The status once stable runs the canary's version and serves all traffic.
-
-    Mirrors what the reconciler writes (revisions.promotion_done_patch).
-    """
-    return status.evolve(
-        phase=Phase.READY,
-        stable_image=status.canary_image,
-        stable_revision=status.canary_revision,
-        canary_image=None,
-        canary_revision=None,
-        canary_weight=0,
-        current_step=-1,
-        step_started_at=None,
-        failed_checks=0,
-        inconclusive_checks=0,
-    )
+def revised(config: CanaryConfig, status: CanaryStatus, now: datetime) -> Decision | None:
+    """The decision a changed pod template calls for (the reconciler's part of `decide`)."""
+    decision = revise(config, status, now)
+    return None if decision is None else complete(config, status, decision, now)
 
 
-def canary_created(config: CanaryConfig, status: CanaryStatus, now: datetime) -> CanaryStatus:
-    """The status once the reconciler created a canary track for the spec's revision.
-
-    Mirrors revisions.plan_revision: weight 0, before the first step.
-    """
-    return status.evolve(
-        phase=Phase.PAUSED if config.paused else Phase.PROGRESSING,
-        canary_image=config.image,
-        canary_revision=config.revision,
-        canary_weight=0,
-        current_step=-1,
-        step_started_at=now,
-        failed_checks=0,
-        inconclusive_checks=0,
-    )
+def settled(config: CanaryConfig, status: CanaryStatus, now: datetime) -> Decision | None:
+    """Once the first revision's children are applied, the CR is Ready."""
+    if status.phase not in (None, Phase.INITIALIZING) or not status.stable_image:
+        return None
+    ready = status.evolve(phase=Phase.READY)
+    message = f"{status.stable_image} applied"
+    return complete(config, status, Decision(Action.IDLE, "Ready", message, ready), now)

@@ -45,21 +45,25 @@ class Phase(StrEnum):
     PROMOTING = "Promoting"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
-    FAILED = "Failed"
 
 
 class Action(StrEnum):
-    """What the runner must do after a decision."""
+    """What a decision does to the canary (the runner writes its status and applies the
+    children that change; the action names the Event and the metrics)."""
 
     IDLE = "idle"  # no canary running and none to start
-    START = "start"  # create the canary at the first step's weight
-    RESTART = "restart"  # a newer image replaced the canary: back to the first step
+    INITIALIZE = "initialize"  # the first revision becomes the stable one
+    CREATE = "create"  # a new revision gets a canary track at weight 0
+    REMOVE = "remove"  # the spec went back to the stable revision: the canary goes
+    START = "start"  # the canary gets the first step's weight
     HOLD = "hold"  # keep the weight
     ADVANCE = "advance"  # move to the next step's weight
     PAUSE = "pause"  # stop advancing until resumed
     RESUME = "resume"  # continue after a pause
-    PROMOTE = "promote"  # make the canary the stable version
+    PROMOTE = "promote"  # the stable track takes the canary's version
+    PROMOTED = "promoted"  # the stable serves again at full size: the canary goes
     ROLLBACK = "rollback"  # weight 0 at once, scale the canary to 0
+    ROLLED_BACK = "rolledBack"  # the canary has no pod left
 
 
 class Verdict(StrEnum):
@@ -130,6 +134,8 @@ class CanaryConfig:
 
     image: str
     revision: str  # identity of the desired pod template (the image when nothing finer is known)
+    pod_inputs: Mapping[str, Any] = field(default_factory=dict)  # what the stable takes over
+    generation: int = 0  # metadata.generation, for the conditions
     steps: tuple[int, ...] = (10, 25, 50, 100)
     step_duration: float = 1800.0
     analysis_interval: float = 60.0
@@ -146,7 +152,13 @@ class CanaryConfig:
     sequential: Settings = field(default_factory=Settings)
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], revision: str | None = None) -> CanaryConfig:
+    def from_spec(
+        cls,
+        spec: Mapping[str, Any],
+        revision: str | None = None,
+        pod_inputs: Mapping[str, Any] | None = None,
+        generation: int = 0,
+    ) -> CanaryConfig:
         """Parse a CricAlgoDeployment `spec`; `revision` defaults to the image."""
         canary: Mapping[str, Any] = spec.get("canary") or {}
         checks = list(slo_checks(canary.get("slo") or {}))
@@ -175,6 +187,8 @@ class CanaryConfig:
         return cls(
             image=image,
             revision=revision or image,
+            pod_inputs=dict(pod_inputs) if pod_inputs is not None else {"image": image},
+            generation=generation,
             steps=steps,
             step_duration=parse_duration(canary.get("stepDuration", "30m")),
             analysis_interval=parse_duration(canary.get("analysisInterval", "1m")),
@@ -204,21 +218,53 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+HISTORY_LIMIT = 10
+# The status fields the canary engine owns (camelCase, as in the CR).
+OWNED_FIELDS = (
+    "phase",
+    "stableImage",
+    "stableRevision",
+    "stableSpec",
+    "canaryImage",
+    "canaryRevision",
+    "canaryWeight",
+    "currentStep",
+    "stepStartedAt",
+    "canaryStartedAt",
+    "failedChecks",
+    "inconclusiveChecks",
+    "failedImage",
+    "promotionReason",
+    "promotionReplicas",
+    "history",
+    "lastAnalysis",
+    "conditions",
+)
+
+
 @dataclass(frozen=True)
 class CanaryStatus:
-    """The canary part of `status`: everything needed to resume after an operator restart."""
+    """The part of `status` the canary engine owns: everything needed to resume after an
+    operator restart, the history of ended canaries, and the conditions they imply."""
 
     phase: str | None = None
     stable_image: str | None = None
     stable_revision: str | None = None
+    stable_spec: Mapping[str, Any] | None = None
     canary_image: str | None = None
     canary_revision: str | None = None
     canary_weight: int = 0
     current_step: int = -1
     step_started_at: datetime | None = None
+    canary_started_at: datetime | None = None
     failed_checks: int = 0
     inconclusive_checks: int = 0
     failed_image: str | None = None
+    promotion_reason: str | None = None
+    promotion_replicas: Mapping[str, int] | None = None
+    history: tuple[Mapping[str, Any], ...] = ()
+    last_analysis: Mapping[str, Any] | None = None
+    conditions: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, status: Mapping[str, Any] | None) -> CanaryStatus:
@@ -227,6 +273,7 @@ class CanaryStatus:
             phase=status.get("phase"),
             stable_image=status.get("stableImage"),
             stable_revision=status.get("stableRevision"),
+            stable_spec=status.get("stableSpec"),
             canary_image=status.get("canaryImage"),
             canary_revision=status.get("canaryRevision"),
             canary_weight=int(status.get("canaryWeight") or 0),
@@ -234,29 +281,71 @@ class CanaryStatus:
                 status.get("currentStep", -1) if status.get("currentStep") is not None else -1
             ),
             step_started_at=parse_time(status.get("stepStartedAt")),
+            canary_started_at=parse_time(status.get("canaryStartedAt")),
             failed_checks=int(status.get("failedChecks") or 0),
             inconclusive_checks=int(status.get("inconclusiveChecks") or 0),
             failed_image=status.get("failedImage"),
+            promotion_reason=status.get("promotionReason"),
+            promotion_replicas=status.get("promotionReplicas"),
+            history=tuple(status.get("history") or ()),
+            last_analysis=status.get("lastAnalysis"),
+            conditions=tuple(status.get("conditions") or ()),
         )
 
-    def to_patch(self) -> dict[str, Any]:
-        """The status fields as a merge patch (None deletes a field)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The owned fields as the CR has them; None means the field is absent."""
         return {
             "phase": self.phase,
             "stableImage": self.stable_image,
             "stableRevision": self.stable_revision,
+            "stableSpec": dict(self.stable_spec) if self.stable_spec is not None else None,
             "canaryImage": self.canary_image,
             "canaryRevision": self.canary_revision,
             "canaryWeight": self.canary_weight,
             "currentStep": self.current_step,
             "stepStartedAt": format_time(self.step_started_at) if self.step_started_at else None,
+            "canaryStartedAt": (
+                format_time(self.canary_started_at) if self.canary_started_at else None
+            ),
             "failedChecks": self.failed_checks,
             "inconclusiveChecks": self.inconclusive_checks,
             "failedImage": self.failed_image,
+            "promotionReason": self.promotion_reason,
+            "promotionReplicas": (
+                dict(self.promotion_replicas) if self.promotion_replicas is not None else None
+            ),
+            "history": [dict(h) for h in self.history] or None,
+            "lastAnalysis": dict(self.last_analysis) if self.last_analysis is not None else None,
+            "conditions": [dict(c) for c in self.conditions] or None,
         }
+
+    def patch_from(self, before: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON merge patch that turns the owned fields of `before` (a CR's status)
+        into this status; empty when nothing changes."""
+        old = {k: before[k] for k in OWNED_FIELDS if before.get(k) is not None}
+        new = {k: v for k, v in self.to_dict().items() if v is not None}
+        return merge_patch(old, new)
+
+    @property
+    def canary_active(self) -> bool:
+        """A canary track exists (its Deployments, at some weight)."""
+        return bool(self.canary_revision or self.canary_image)
 
     def evolve(self, **changes: Any) -> CanaryStatus:
         return replace(self, **changes)
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch from `old` to `new` (absent keys are deleted)."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
 
 
 @dataclass(frozen=True)
@@ -358,11 +447,33 @@ class MetricVerdict:
 
 @dataclass(frozen=True)
 class Ended:
-    """A canary that ended with this decision, for `status.history`."""
+    """A canary that ended with this decision: one entry of `status.history`."""
 
     image: str
     outcome: str  # promoted | rolledBack | superseded | aborted
-    reason: str
+    reason: str  # for humans
+
+    def entry(self, started: datetime | None, now: datetime) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "startedAt": format_time(started or now),
+            "finishedAt": format_time(now),
+        }
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """What the canary's Deployments say right now (read by the runner, judged here)."""
+
+    canary_ready: bool = True  # every canary Deployment has the ready replicas it asks for
+    canary_drained: bool = True  # no canary pod is available any more
+    stable_promoted: bool = True  # the stable runs the promoted version at the serving size
+    serving: Mapping[str, int] | None = None  # available replicas per component, both tracks
+
+
+ALL_READY = TrackState()
 
 
 @dataclass(frozen=True)
@@ -373,8 +484,9 @@ class Decision:
     status: CanaryStatus  # the next canary status
     verdicts: tuple[MetricVerdict, ...] = ()
     tick: Verdict | None = None  # the analysis verdict, None when nothing was judged
-    ended: Ended | None = None
+    ended: Ended | None = None  # the canary this decision ends (one history entry)
     consumed: frozenset[str] = frozenset()  # control requests acted upon
+    warning: bool = False  # the Event is a Warning
 
     @property
     def weight(self) -> int:

@@ -1,9 +1,10 @@
 """One analysis tick for one CR: read it, query Prometheus, decide, carry the decision out.
 
-The side effects use the operator's primitives (rollout.set_weight / promote / rollback,
-status.write_status) so the canary state is written exactly as the reconciler expects it.
-Every status write is conditional on the CR's resourceVersion: a tick racing the
-reconciler loses with a 409 and the next tick decides again from a fresh read.
+The engine returns the complete next status; `persist` writes it with one status patch
+(conditional on the CR's resourceVersion: a tick racing the reconciler loses with a 409
+and the next tick decides again from a fresh read), then applies only the children whose
+render changed and prunes the ones that went. The reconciler persists the engine's
+decisions about a new pod template the same way.
 """
 
 from __future__ import annotations
@@ -17,15 +18,24 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-from cricalgo_operator import metrics, rollout
+from cricalgo_operator import metrics
+from cricalgo_operator.apply import apply
 from cricalgo_operator.canary.controls import (
     ANNOTATION_OF,
     consumed_patch,
     control_from_annotations,
     patch_cad,
 )
-from cricalgo_operator.canary.engine import AWAITING_CANARY_PODS, IMMEDIATE_ROLLBACKS, decide
+from cricalgo_operator.canary.engine import (
+    AWAITING_CANARY_DRAIN,
+    AWAITING_CANARY_PODS,
+    AWAITING_STABLE,
+    IMMEDIATE_ROLLBACKS,
+    decide,
+)
 from cricalgo_operator.canary.model import (
+    ALL_READY,
+    OWNED_FIELDS,
     Action,
     CanaryConfig,
     CanaryStatus,
@@ -34,21 +44,22 @@ from cricalgo_operator.canary.model import (
     Phase,
     Reading,
     Readings,
+    TrackState,
     Verdict,
-    format_time,
 )
 from cricalgo_operator.canary.prometheus import PrometheusClient
 from cricalgo_operator.canary.prometheus_auth import PrometheusEndpoint, prometheus_endpoint
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
 from cricalgo_operator.canary.scrape_window import check_window, window_unchecked
-from cricalgo_operator.children import apply_children
+from cricalgo_operator.children import by_child_id, leftovers, widened_children
+from cricalgo_operator.events import Transition
 from cricalgo_operator.kubeapi import KubeApi
-from cricalgo_operator.model import Cad
+from cricalgo_operator.model import Cad, Manifest, pod_inputs
 from cricalgo_operator.naming import API_VERSION, KIND, children_selector, image_version
-from cricalgo_operator.readiness import deployment_readiness
-from cricalgo_operator.revisions import rollback_patch
-from cricalgo_operator.status import Transition, emit_event, write_status
+from cricalgo_operator.readiness import deployment_readiness, promotion_ready, serving_replicas
+from cricalgo_operator.render import render
+from cricalgo_operator.status import emit_event, write_status
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +69,14 @@ analysis_duration = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-# Fields the rollout primitives write themselves (with their history and Events).
-_PRIMITIVE_FIELDS = {
-    Action.PROMOTE: {"phase", "stableImage", "stableRevision"},
-    Action.ROLLBACK: {"phase", "canaryWeight", "failedImage"},
-}
-
 
 def config_of(cad: Cad) -> CanaryConfig:
-    return CanaryConfig.from_spec(cad.spec, revision=cad.spec_revision)
+    return CanaryConfig.from_spec(
+        cad.spec,
+        revision=cad.spec_revision,
+        pod_inputs=pod_inputs(cad.spec),
+        generation=cad.generation,
+    )
 
 
 def needs_readings(config: CanaryConfig, status: CanaryStatus) -> bool:
@@ -78,10 +88,21 @@ def needs_readings(config: CanaryConfig, status: CanaryStatus) -> bool:
     )
 
 
-# Decisions taken while the reconciler or the canary's pods catch up: pending requests
-# wait for them, and the next tick comes within a second.
-_TRANSIENT = ("AwaitingReconcile", "AwaitingCanary", AWAITING_CANARY_PODS)
+# Holds while the Deployments catch up: pending requests wait for them, and the next tick
+# comes within a second.
+_WAITING = (AWAITING_CANARY_PODS, AWAITING_STABLE, AWAITING_CANARY_DRAIN)
 TRANSIENT_RETRY_SECONDS = 1.0
+
+
+def is_transient(decision: Decision) -> bool:
+    """Whether the next tick should come within a second: the canary waits for its
+    Deployments (pods to start, the stable to take over, the canary to drain)."""
+    status = decision.status
+    return (
+        decision.reason in _WAITING
+        or status.phase in (Phase.PROMOTING, Phase.ROLLING_BACK)
+        or (status.phase == Phase.PROGRESSING and status.current_step < 0)
+    )
 
 
 def ignored_requests(annotations: Mapping[str, str], decision: Decision) -> frozenset[str]:
@@ -90,28 +111,74 @@ def ignored_requests(annotations: Mapping[str, str], decision: Decision) -> froz
     They are dropped (with a warning Event) rather than left to fire later: a stale
     `promote: full` must not promote the next canary the moment it starts.
     """
-    if decision.reason in _TRANSIENT:
+    if decision.reason == AWAITING_CANARY_PODS or decision.action == Action.CREATE:
         return frozenset()
     pending = {request for request, key in ANNOTATION_OF.items() if key in annotations}
     return frozenset(pending - decision.consumed)
 
 
-def last_analysis(decision: Decision, now: datetime) -> dict[str, Any]:
-    return {
-        "time": format_time(now),
-        "verdict": str(decision.tick),
-        "metrics": [v.to_dict() for v in decision.verdicts],
-    }
+def transition_of(before: CanaryStatus, decision: Decision) -> Transition | None:
+    """The Event a decision is announced with (None: nothing new happened)."""
+    action, reason, message = decision.action, decision.reason, decision.message
+    if action == Action.PROMOTE:
+        return Transition("Promoting", f"promoting {before.canary_image}: {message}")
+    if action == Action.ROLLBACK and reason != "Aborted":
+        return Transition("RolledBack", f"rolled back {before.canary_image}: {message}", "Warning")
+    if action == Action.HOLD:
+        if reason == "CheckFailed":
+            return Transition("AnalysisFailed", message, "Warning")
+        return None
+    if action == Action.IDLE:
+        return None
+    warning = decision.warning or reason == "NoData"
+    return Transition(reason, message, "Warning" if warning else "Normal")
 
 
-def status_patch(before: CanaryStatus, decision: Decision, now: datetime) -> dict[str, Any]:
-    """The merge patch the tick writes itself (primitives write the rest)."""
-    old, new = before.to_patch(), decision.status.to_patch()
-    skip = _PRIMITIVE_FIELDS.get(decision.action, set()) | {"canaryWeight"}
-    patch = {k: v for k, v in new.items() if old.get(k) != v and k not in skip}
-    if decision.tick is not None:
-        patch["lastAnalysis"] = last_analysis(decision, now)
-    return patch
+def with_owned(status: Mapping[str, Any], canary: CanaryStatus) -> dict[str, Any]:
+    """A CR status with the engine's fields replaced by `canary`'s."""
+    kept = {k: v for k, v in status.items() if k not in OWNED_FIELDS}
+    return kept | {k: v for k, v in canary.to_dict().items() if v is not None}
+
+
+async def persist(
+    api: KubeApi,
+    cad: Cad,
+    decision: Decision | None,
+    now: datetime,
+    *,
+    full: bool = False,
+) -> tuple[Cad, list[Manifest]]:
+    """Write the decision's status in one patch, announce it, then apply the children
+    whose render changed (all of them with `full`) and prune the ones that went.
+
+    The status goes first, with the children list widened in the same patch: if we stop
+    right after, the next run renders the same children and leaks none.
+    """
+    before = CanaryStatus.from_dict(cad.status)
+    after = cad if decision is None else cad.with_status(with_owned(cad.status, decision.status))
+    manifests = render(after)
+    patch = {} if decision is None else decision.status.patch_from(cad.status)
+    widened = widened_children(after, manifests)
+    if widened is not None:
+        patch["children"] = widened
+    transition = None if decision is None else transition_of(before, decision)
+    old = {} if full else by_child_id(render(cad))
+    if patch:
+        cad = await write_status(api, cad, patch, transition, now)
+        if "stableSpec" in patch:
+            # The write moved the snapshot's literal env values to a Secret (stable_env.py):
+            # the stable renders from the snapshot as written.
+            manifests = render(cad)
+    elif transition is not None:
+        await emit_event(api, cad, transition, now)
+    changed = [m for m in manifests if full or old.get(f"{m['kind']}/{m['metadata']['name']}") != m]
+    applied: list[Manifest] = []
+    if changed or leftovers(cad.status.get("children") or [], manifests):
+        cad, applied = await apply(api, cad, manifests, changed)
+    if decision is not None and decision.action == Action.ROLLBACK:
+        metrics.rollbacks.labels(cad.namespace, cad.name, decision.reason).inc()
+    metrics.record_state(cad.namespace, cad.name, cad.status.get("phase"), cad.canary_weight)
+    return cad, applied
 
 
 @dataclass
@@ -160,25 +227,35 @@ async def read_readings(
     return readings
 
 
-def needs_canary_readiness(status: CanaryStatus, control: Control) -> bool:
-    """Only a decision that may first send the canary traffic depends on its pods."""
+def needs_tracks(status: CanaryStatus, control: Control) -> bool:
+    """Only decisions that wait for the Deployments read them."""
     if status.phase in (Phase.PROGRESSING, Phase.PAUSED):
         return status.current_step < 0
-    return status.phase == Phase.ROLLED_BACK and control.retry
+    if status.phase == Phase.ROLLED_BACK:
+        return control.retry
+    return status.phase in (Phase.PROMOTING, Phase.ROLLING_BACK)
 
 
-async def canary_ready(api: KubeApi, cad: Cad) -> bool:
-    """Whether every canary Deployment has all the ready replicas it asks for.
+async def read_tracks(api: KubeApi, cad: Cad) -> TrackState:
+    """What the CR's Deployments say, from their status (the API server's, not a cache).
 
-    Read from the Deployments' status (the API server's, not a cache). A canary scaled to
-    zero after a rollback is not ready, whatever its Deployments say.
+    A canary scaled to zero after a rollback is not ready, whatever its Deployments say.
     """
-    if not cad.canary_active or cad.canary_scaled_down:
-        return False
-    selector = children_selector(cad.name, "canary")
+    selector = children_selector(cad.name)
     found = await api.list("apps/v1", "Deployment", cad.namespace, label_selector=selector)
     readiness = [deployment_readiness(d) for d in found]
-    return bool(readiness) and all(r.ready for r in readiness)
+    canary = [r for r in readiness if r.track == "canary"]
+    return TrackState(
+        canary_ready=(
+            cad.canary_active
+            and not cad.canary_scaled_down
+            and bool(canary)
+            and all(r.ready for r in canary)
+        ),
+        canary_drained=all(r.available == 0 for r in canary),
+        stable_promoted=promotion_ready(cad, readiness),
+        serving=serving_replicas(readiness),
+    )
 
 
 async def tick(
@@ -189,6 +266,7 @@ async def tick(
     default_url: PrometheusPolicy | str | None = None,
     previous: Decision | None = None,
     fail_fast_only: bool = False,
+    resync: bool = False,
 ) -> TickResult | None:
     """Run one analysis tick for the CR; None if it is gone.
 
@@ -196,7 +274,9 @@ async def tick(
     announced (Event) once. With `fail_fast_only` (the probe between ticks) nothing is
     written unless the decision is a fail-fast rollback: a probe never advances, counts
     no failed check and leaves control requests to the tick. The sequential test's
-    rollback is one too: its error rate holds however often it is looked at."""
+    rollback is one too: its error rate holds however often it is looked at. With
+    `resync` (after a tick that failed half-way) every child is applied, not only those
+    that change."""
     started = time.perf_counter()
     body = await api.get(API_VERSION, KIND, namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -211,6 +291,8 @@ async def tick(
         if endpoint.url and window_unchecked(cad):
             timeout = query_timeout(config.analysis_interval)
             cad = await check_window(api, cad, endpoint, config.analysis_interval, now, timeout)
+            # The engine keeps the condition just written (it owns the others only).
+            status = CanaryStatus.from_dict(cad.status)
         readings = await read_readings(cad, config, status, endpoint, now)
     if fail_fast_only:
         decision = decide(config, status, readings, now)
@@ -218,10 +300,12 @@ async def tick(
             return TickResult(decision, config.analysis_interval)
     else:
         control = control_from_annotations(cad.annotations)
-        needed = needs_canary_readiness(status, control)
-        decision = decide(
-            config, status, readings, now, control, await canary_ready(api, cad) if needed else True
-        )
+        tracks = await read_tracks(api, cad) if needs_tracks(status, control) else ALL_READY
+        decision = decide(config, status, readings, now, control, tracks=tracks)
+        if decision.action == Action.PROMOTE and tracks.serving is None:
+            # The stable is scaled to the capacity serving when the promotion begins.
+            tracks = await read_tracks(api, cad)
+            decision = decide(config, status, readings, now, control, tracks=tracks)
     analysis_duration.observe(time.perf_counter() - started)
     for verdict in decision.verdicts:
         metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
@@ -240,76 +324,19 @@ async def tick(
     ):
         log.info("canary %s/%s: %s", namespace, name, decision.message)
         await emit_event(api, cad, Transition(decision.reason, decision.message), now)
-    await carry_out(api, cad, status, decision, now)
-    # The reconciler is about to create or replace the canary: look again soon.
-    interval = TRANSIENT_RETRY_SECONDS if decision.reason in _TRANSIENT else None
-    return TickResult(decision, interval or config.analysis_interval)
-
-
-async def carry_out(
-    api: KubeApi, cad: Cad, before: CanaryStatus, decision: Decision, now: datetime
-) -> Cad:
-    """Write the decision's status and perform its action."""
-    action = decision.action
-    patch = status_patch(before, decision, now)
-    transition: Transition | None = None
-    if action in (Action.START, Action.ADVANCE, Action.PAUSE, Action.RESUME):
-        if decision.reason == "NoData":
-            transition = Transition(decision.reason, decision.message, "Warning")
-        else:
-            transition = Transition(decision.reason, decision.message)
-    elif action == Action.HOLD and decision.reason == "CheckFailed":
-        transition = Transition("AnalysisFailed", decision.message, "Warning")
-    if action == Action.PROMOTE and before.phase == Phase.PROMOTING:
-        return cad  # the reconciler finishes the promotion once stable is available
-    if patch or transition:
-        cad = await write_status(api, cad, patch, transition, now)
-    if action in (Action.START, Action.ADVANCE) or _weight_lags(cad, decision):
-        # Also repairs a weight a previous tick decided but could not apply (a lost race).
-        cad = await rollout.set_weight(api, cad, decision.weight, now=now)
-    elif action == Action.PROMOTE:
-        cad = await rollout.promote(api, cad, reason=decision.message, now=now)
-    elif action == Action.ROLLBACK and before.phase != Phase.ROLLED_BACK:
-        metrics.rollbacks.labels(cad.namespace, cad.name, decision.reason).inc()
-        if decision.ended is not None and decision.ended.outcome != "rolledBack":
-            cad = await _abort(api, cad, decision, now)
-        else:
-            cad = await rollout.rollback(api, cad, reason=decision.message, now=now)
-    metrics.record_state(cad.namespace, cad.name, cad.status.get("phase"), cad.canary_weight)
+    cad, _ = await persist(api, cad, decision, now, full=resync)
     # Failing and inconclusive ticks are logged with their reasons (why a canary holds).
-    if decision.tick in (Verdict.FAIL, Verdict.NODATA) or action in (
+    if decision.tick in (Verdict.FAIL, Verdict.NODATA) or decision.action in (
         Action.ROLLBACK,
         Action.PROMOTE,
     ):
         log.info(
             "canary %s/%s: %s (%s) %s",
-            cad.namespace,
-            cad.name,
-            action,
+            namespace,
+            name,
+            decision.action,
             decision.reason,
             decision.message,
         )
-    return cad
-
-
-def _weight_lags(cad: Cad, decision: Decision) -> bool:
-    return (
-        decision.action in (Action.HOLD, Action.PAUSE, Action.RESUME)
-        and decision.status.phase in (Phase.PROGRESSING, Phase.PAUSED)
-        and decision.status.current_step >= 0
-        and cad.canary_active
-        and cad.canary_weight != decision.weight
-    )
-
-
-async def _abort(api: KubeApi, cad: Cad, decision: Decision, now: datetime) -> Cad:
-    """rollout.rollback, but recorded in the history as `aborted` (a user's decision)."""
-    assert decision.ended is not None
-    patch = rollback_patch(cad, decision.message, now)
-    history = list(patch["history"])
-    history[-1] = {**history[-1], "outcome": decision.ended.outcome}
-    patch["history"] = history
-    transition = Transition(decision.reason, decision.message, "Warning")
-    cad = await write_status(api, cad, patch, transition, now)
-    cad, _ = await apply_children(api, cad)
-    return cad
+    interval = TRANSIENT_RETRY_SECONDS if is_transient(decision) else config.analysis_interval
+    return TickResult(decision, interval)

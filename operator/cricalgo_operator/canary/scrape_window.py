@@ -19,9 +19,11 @@ from typing import Any
 from cricalgo_operator.canary.durations import format_duration, parse_duration
 from cricalgo_operator.canary.prometheus import PrometheusClient, PrometheusError
 from cricalgo_operator.canary.prometheus_auth import PrometheusEndpoint
+from cricalgo_operator.conditions import set_condition
+from cricalgo_operator.events import Transition
 from cricalgo_operator.kubeapi import KubeApi
 from cricalgo_operator.model import Cad
-from cricalgo_operator.status import Transition, set_condition, write_status
+from cricalgo_operator.status import write_status
 
 log = logging.getLogger(__name__)
 
