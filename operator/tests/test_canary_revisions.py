@@ -7,7 +7,6 @@ from typing import Any
 
 from cricalgo_operator.canary.engine import decide, revised
 from cricalgo_operator.canary.model import (
-    HISTORY_LIMIT,
     CanaryStatus,
     Control,
     Decision,
@@ -15,6 +14,7 @@ from cricalgo_operator.canary.model import (
     TrackState,
 )
 from cricalgo_operator.canary.runner import config_of, transition_of, with_owned
+from cricalgo_operator.canary.state import HISTORY_LIMIT
 from cricalgo_operator.model import Cad
 
 NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)

@@ -576,7 +576,7 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
         wait_status(cluster, image, lambda b, i=image: status_of(b).get("canaryImage") == i)
     # The reconciler (the operator process) superseded 1.1.0 with 1.2.0.
     assert _outcomes(namespaced_operator.metrics(), cluster.namespace, "superseded") == 1
-    # A rollback, by whoever calls the primitive (here this process), counts too.
+    # A rollback decided and written by another process (this one) counts too.
     counted = generate_latest().decode()
     await decide_as(namespaced_operator.kubeconfig, cluster.namespace)
     terrible = Readings(
@@ -585,8 +585,13 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
     cad = await decide_as(namespaced_operator.kubeconfig, cluster.namespace, readings=terrible)
     assert cad.status["phase"] == "RollingBack"
     after = generate_latest().decode()
-    # No canary pod runs here, so the operator finishes the rollback at its next tick.
-    wait_status(cluster, "phase RolledBack", lambda b: status_of(b).get("phase") == "RolledBack")
+    # No canary pod runs here: the next decision finishes the rollback, adding no outcome.
+    cad = await decide_as(namespaced_operator.kubeconfig, cluster.namespace)
+    assert cad.status["phase"] == "RolledBack"
+    assert [h["outcome"] for h in cad.status["history"]][-1] == "rolledBack"
+    assert _outcomes(generate_latest().decode(), cluster.namespace, "rolledBack") == _outcomes(
+        after, cluster.namespace, "rolledBack"
+    )
     assert (
         _outcomes(after, cluster.namespace, "rolledBack")
         == _outcomes(counted, cluster.namespace, "rolledBack") + 1

@@ -264,6 +264,8 @@ def test_pure_modules_never_import_the_kubernetes_client() -> None:
         "readiness",
         "canary.engine",
         "canary.model",
+        "canary.state",
+        "canary.revisions",
     ]
     code = (
         "import sys\n"

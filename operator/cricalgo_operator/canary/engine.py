@@ -23,7 +23,6 @@ from datetime import datetime
 from cricalgo_operator.canary.judge import judge, tick_verdict
 from cricalgo_operator.canary.model import (
     ALL_READY,
-    HISTORY_LIMIT,
     NO_CONTROL,
     Action,
     CanaryConfig,
@@ -36,10 +35,10 @@ from cricalgo_operator.canary.model import (
     Readings,
     TrackState,
     Verdict,
-    format_time,
 )
 from cricalgo_operator.canary.revisions import CANARY_RESET, is_canary, is_stable, revise
 from cricalgo_operator.canary.sequential import Outcome
+from cricalgo_operator.canary.state import HISTORY_LIMIT, format_time
 from cricalgo_operator.conditions import canary_conditions
 from cricalgo_operator.naming import COMPONENTS
 

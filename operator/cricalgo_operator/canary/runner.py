@@ -35,7 +35,6 @@ from cricalgo_operator.canary.engine import (
 )
 from cricalgo_operator.canary.model import (
     ALL_READY,
-    OWNED_FIELDS,
     Action,
     CanaryConfig,
     CanaryStatus,
@@ -52,6 +51,7 @@ from cricalgo_operator.canary.prometheus_auth import PrometheusEndpoint, prometh
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.readings import AnalysisTarget, collect_readings, planned_queries
 from cricalgo_operator.canary.scrape_window import check_window, window_unchecked
+from cricalgo_operator.canary.state import OWNED_FIELDS
 from cricalgo_operator.children import by_child_id, leftovers, widened_children
 from cricalgo_operator.events import Transition
 from cricalgo_operator.kubeapi import KubeApi
