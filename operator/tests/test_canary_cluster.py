@@ -538,8 +538,9 @@ def test_a_pipeline_waits_for_the_outcome_with_kubectl_wait(canary: Canary) -> N
     assert wait("Promoted", "2s").returncode != 0
     done = wait("Promoted=False", "120s")
     assert done.returncode == 0, done.stderr
-    status = canary.status()
-    assert status["phase"] == "RolledBack"
+    # False from the rollback's own write (RollingBack), before the canary has drained.
+    assert canary.status()["phase"] in ("RollingBack", "RolledBack")
+    status = canary.wait("rolled back", lambda s: s.get("phase") == "RolledBack")
     promoted = next(c for c in status["conditions"] if c["type"] == "Promoted")
     assert promoted["reason"] == "RolledBack"
     assert IMAGE.format(V2) in promoted["message"]
