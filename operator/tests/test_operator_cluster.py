@@ -578,6 +578,9 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
     assert _outcomes(namespaced_operator.metrics(), cluster.namespace, "superseded") == 1
     # A rollback decided and written by another process (this one) counts too.
     counted = generate_latest().decode()
+    # Judged per tick on the error ratio (the sequential test needs the step's counts).
+    patch = json.dumps({"spec": {"canary": {"decision": "count"}}})
+    cluster.kubectl("patch", "cad", "pay", "--type=merge", "-p", patch)
     await decide_as(namespaced_operator.kubeconfig, cluster.namespace)
     terrible = Readings(
         [Reading("requests", "canary", 1000.0), Reading("errorRate", "canary", 1.0)]
