@@ -167,9 +167,7 @@ def conditions_for(
     """
     conditions = status.get("conditions") or []
     ready = ready_condition(conditions, stable_readiness(deployments), now, generation)
-    return canary_conditions(
-        ready, status, now, generation, spec_image, keep_failure=keep_failure
-    )
+    return canary_conditions(ready, status, now, generation, spec_image, keep_failure=keep_failure)
 
 
 def ready_transition(

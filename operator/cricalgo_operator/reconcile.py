@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .canary.engine import revised, settled
+from .canary.engine import first_ready, revised
 from .canary.model import CanaryStatus
 from .canary.runner import config_of, persist, with_owned
 from .children import by_child_id
@@ -22,7 +22,7 @@ from .drift import needs_repair
 from .kubeapi import ApiError, KubeApi
 from .model import Cad
 from .naming import API_VERSION, KIND
-from .readiness import DeploymentReadiness, deployment_readiness
+from .readiness import DeploymentReadiness, deployment_readiness, stable_readiness
 from .render import render
 from .stable_env import has_literal_env
 from .status import write_status
@@ -69,19 +69,23 @@ async def refresh_status(
     *,
     settle: bool = True,
 ) -> Cad:
-    """Write the conditions if they changed.
+    """Write the conditions if they changed, and let the engine move Initializing to Ready
+    once the stable Deployments are available (whichever path sees that first).
 
-    With `settle` (the reconciler, after applying everything) also let the engine move
-    Initializing to Ready, and record observedGeneration; the readiness watcher leaves
-    those alone.
+    With `settle` (the reconciler, after applying everything) also record
+    observedGeneration and clear a reported failure (failures.py); the readiness watcher
+    leaves those alone.
     """
     status = dict(cad.status)
     patch: dict[str, Any] = {}
-    ready = settled(config_of(cad), CanaryStatus.from_dict(status), now) if settle else None
+    available = stable_readiness(deployments).ready
+    ready = first_ready(config_of(cad), CanaryStatus.from_dict(status), now, available)
     if ready is not None:
         patch = ready.status.patch_from(status)
         status = with_owned(status, ready.status)
-    conditions = conditions_for(status, deployments, now, cad.generation, cad.spec["image"])
+    conditions = conditions_for(
+        status, deployments, now, cad.generation, cad.spec["image"], keep_failure=not settle
+    )
     if conditions != cad.status.get("conditions"):
         patch["conditions"] = conditions
     if settle and cad.status.get("observedGeneration") != cad.generation:

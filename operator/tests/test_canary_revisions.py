@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from cricalgo_operator.canary.engine import decide, revised
+from cricalgo_operator.canary.engine import decide, first_ready, revised
 from cricalgo_operator.canary.model import (
     CanaryStatus,
     Control,
@@ -179,8 +179,8 @@ def promoted(c: Cad) -> dict[str, Any]:
 def test_promoted_condition_follows_the_spec_image_through_a_canary() -> None:
     first = stable()
     assert promoted(first)["status"] == "Unknown"  # Initializing: no outcome yet
-    ready = tick(first, NOW, Control(), TrackState())  # the reconciler settles it
-    assert ready.status["phase"] == "Initializing"  # only the reconciler's apply does that
+    ready = tick(first, NOW, Control(), TrackState())
+    assert ready.status["phase"] == "Initializing"  # only the stable's availability does that
     # A new image: Unknown while its canary runs, whatever the stable's condition was.
     canary = revise(cad("reg/cricalgo:1.1", first.status))[0]
     assert promoted(canary)["status"] == "Unknown"
@@ -212,3 +212,31 @@ def test_aborting_back_to_the_stable_image_reports_it_promoted() -> None:
     canary = revise(cad("reg/cricalgo:1.1", stable().status))[0]
     back = revise(cad("reg/cricalgo:1.0", canary.status))[0]
     assert promoted(back)["status"] == "True"
+
+
+def test_initializing_becomes_ready_only_once_the_stable_is_available() -> None:
+    first = stable()
+    config, status = config_of(first), CanaryStatus.from_dict(first.status)
+    assert first_ready(config, status, NOW, stable_available=False) is None
+    decision = first_ready(config, status, NOW, stable_available=True)
+    assert decision is not None
+    assert decision.status.phase == "Ready"
+    assert promoted(first.with_status(with_owned(first.status, decision.status)))["status"] == (
+        "True"
+    )
+    ready = first.with_status(with_owned(first.status, decision.status))
+    assert first_ready(config, CanaryStatus.from_dict(ready.status), LATER, True) is None
+
+
+def test_a_canary_decision_keeps_a_reported_failure_on_the_cr() -> None:
+    from cricalgo_operator.failures import OWNERSHIP_CONFLICT, failure_conditions
+
+    canary = revise(cad("reg/cricalgo:1.1", stable().status))[0]
+    failed = failure_conditions(
+        list(canary.status["conditions"]), OWNERSHIP_CONFLICT, "Service/pay-canary exists", NOW, 3
+    )
+    broken = canary.with_status({**canary.status, "conditions": failed})
+    started = tick(broken, LATER, Control(), TrackState())
+    assert started.status["phase"] == "Progressing"
+    degraded = next(c for c in started.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", OWNERSHIP_CONFLICT)

@@ -14,12 +14,12 @@ from typing import Any
 
 import kopf
 
+from cricalgo_operator.apply import OwnershipConflict
 from cricalgo_operator.canary.controls import ANNOTATION_OF
 from cricalgo_operator.canary.engine import IMMEDIATE_ROLLBACKS
 from cricalgo_operator.canary.model import CanaryStatus, Phase
 from cricalgo_operator.canary.prometheus_policy import PrometheusPolicy
 from cricalgo_operator.canary.runner import tick
-from cricalgo_operator.apply import OwnershipConflict
 from cricalgo_operator.failures import ANALYSIS_FAILED, report_failure
 from cricalgo_operator.kubeapi import ApiError, KubeApi, TransportError
 from cricalgo_operator.naming import GROUP, PLURAL, VERSION

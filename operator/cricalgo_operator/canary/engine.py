@@ -101,8 +101,15 @@ def complete(
                 "metrics": [v.to_dict() for v in decision.verdicts],
             }
         )
+    # A failure of the operator's own work (failures.py) stays reported: only a reconcile
+    # that succeeds clears it.
     conditions = canary_conditions(
-        status.conditions, status.to_dict(), now, config.generation, config.image
+        status.conditions,
+        status.to_dict(),
+        now,
+        config.generation,
+        config.image,
+        keep_failure=True,
     )
     if [dict(c) for c in status.conditions] != conditions:
         status = status.evolve(conditions=tuple(conditions))
@@ -405,10 +412,15 @@ def revised(config: CanaryConfig, status: CanaryStatus, now: datetime) -> Decisi
     return None if decision is None else complete(config, status, decision, now)
 
 
-def settled(config: CanaryConfig, status: CanaryStatus, now: datetime) -> Decision | None:
-    """Once the first revision's children are applied, the CR is Ready."""
+def first_ready(
+    config: CanaryConfig, status: CanaryStatus, now: datetime, stable_available: bool
+) -> Decision | None:
+    """Initializing becomes Ready once the first revision's stable Deployments are
+    available (`stable_available`): a CR whose pods never start stays Initializing."""
     if status.phase not in (None, Phase.INITIALIZING) or not status.stable_image:
         return None
+    if not stable_available:
+        return None
     ready = status.evolve(phase=Phase.READY)
-    message = f"{status.stable_image} applied"
+    message = f"{status.stable_image} is available"
     return complete(config, status, Decision(Action.IDLE, "Ready", message, ready), now)
