@@ -586,7 +586,9 @@ async def test_every_end_of_a_canary_is_counted_by_outcome(
         [Reading("requests", "canary", 1000.0), Reading("errorRate", "canary", 1.0)]
     )
     cad = await decide_as(namespaced_operator.kubeconfig, cluster.namespace, readings=terrible)
-    assert cad.status["phase"] == "RollingBack"
+    # The operator's own tick may finish the rollback (no canary pod runs here) before
+    # this process's last write (the pruned children list), which then retries from there.
+    assert cad.status["phase"] in ("RollingBack", "RolledBack")
     after = generate_latest().decode()
     # No canary pod runs here: the next decision finishes the rollback, adding no outcome.
     cad = await decide_as(namespaced_operator.kubeconfig, cluster.namespace)
