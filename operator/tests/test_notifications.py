@@ -38,6 +38,7 @@ from cricalgo_operator.notifications.sender import Notifier
 from cricalgo_operator.status import write_status
 from test_canary_cluster import (  # loaded by conftest.py
     IMAGE,
+    V1,
     V2,
     Canary,
     OperatorProcess,
@@ -458,3 +459,40 @@ def test_a_promoted_canary_tells_every_step_to_the_receivers(
     assert {p["data"]["canaryImage"] for p in payloads} == {IMAGE.format(V2)}
     [slack] = receiver.on("/services/T000/B000/XXXX")
     assert "promoted" in json.loads(slack.body)["text"]
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_rolled_back_canary_tells_the_receivers_why(
+    canary_with_receiver: tuple[Canary, Receiver], kube_cluster: Any, namespace: str
+) -> None:
+    env, receiver = canary_with_receiver
+    secret = signing_secret()
+    notification_secrets(kube_cluster, namespace, receiver, secret)
+    env.play("stable", V1)
+    env.play("canary", V2, errors=50)
+    env.stable_first(notifications=RECEIVERS, stepDuration="30s")
+    env.set_image(V2)
+    status = env.wait("rollback", lambda s: s.get("phase") == "RolledBack")
+    wait_for(
+        "the rollback's notifications",
+        lambda: (
+            len(receiver.on("/services/T000/B000/XXXX")) == 1
+            and any(b'"canary.rolled_back"' in h.body for h in receiver.on("/hooks/rollouts"))
+        ),
+        timeout=15,
+    )
+    hooks = receiver.on("/hooks/rollouts")
+    payloads = [standardwebhooks.Webhook(secret).verify(h.body, h.headers) for h in hooks]
+    assert [p["type"] for p in payloads] == [
+        "canary.started",
+        "canary.step_advanced",
+        "canary.rolled_back",
+    ]
+    rolled = payloads[-1]["data"]
+    assert rolled["canaryImage"] == IMAGE.format(V2)
+    assert rolled["reason"] == status["history"][-1]["reason"]
+    [slack] = receiver.on("/services/T000/B000/XXXX")
+    assert json.loads(slack.body)["text"].startswith(
+        f":rewind: canary of {namespace}/pay rolled back: {IMAGE.format(V2)}: "
+    )
