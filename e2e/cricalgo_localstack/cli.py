@@ -49,7 +49,7 @@ def _print_endpoints(state: dict[str, object]) -> None:
     )
 
 
-def cmd_up(state_dir: Path) -> int:
+def cmd_up(state_dir: Path, real_node: bool = False) -> int:
     existing = read_state(state_dir)
     if existing is not None and live_pids(existing):
         if api_ready(existing):
@@ -60,7 +60,7 @@ def cmd_up(state_dir: Path) -> int:
         stop_recorded(state_dir)
     elif existing is not None:
         stop_recorded(state_dir)
-    stack = LocalStack(state_dir)
+    stack = LocalStack(state_dir, real_node=real_node)
     stack.start()
     _print_endpoints(stack.describe())
     return 0
@@ -135,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         "or ~/.local/state/cricalgo/dev)",
     )
     actions = dev.add_subparsers(dest="action", required=True)
-    actions.add_parser("up", help="start the stack in the background and print its endpoints")
+    up = actions.add_parser("up", help="start the stack in the background and print its endpoints")
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="a kubelet node (containerd, kube-proxy; needs root) running the images "
+        "`make images` builds, instead of the local node",
+    )
     actions.add_parser("down", help="stop every process of the stack")
     status = actions.add_parser("status", help="show what runs and whether the API is ready")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir: Path = args.state_dir or default_state_dir()
     try:
         if args.action == "up":
-            return cmd_up(state_dir)
+            return cmd_up(state_dir, args.real_node)
         if args.action == "down":
             return cmd_down(state_dir)
         if args.action == "status":

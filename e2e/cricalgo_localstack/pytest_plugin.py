@@ -27,7 +27,7 @@ from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
 from .mesh import LocalMesh
 from .node import LocalNode
-from .real_node import NodeNetwork, RealNode
+from .real_node import ApiAccess, NodeNetwork, RealNode, cni_conf_dir
 from .services import NginxServer, PostgresServer, PrometheusServer, RedisServer, new_work_dir
 from .stack import install_crds
 
@@ -316,18 +316,18 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeClus
     scratch = tmp_path_factory.mktemp("real-node")
     network = NodeNetwork.pick()
     control_plane = ControlPlane(ensure_toolchain(), scratch / "cluster", node_ip=network.node_ip)
-    node = RealNode(control_plane, network, scratch / "node")
     redis = RedisServer(new_work_dir("real-redis"), host=network.node_ip)
     postgres = PostgresServer(
         new_work_dir("real-postgres"), host=network.node_ip, trusted_cidr=network.pod_cidr
     )
     started: list[object] = []
     try:
-        # The node first: it creates the address the control plane and the services bind.
-        network.create(node.cni_conf_dir)
+        # The network first: it creates the address the control plane and the services bind.
+        network.create(cni_conf_dir(scratch / "node"))
         control_plane.start()
         started.append(control_plane)
         install_crds(control_plane, [istio_crds_path()])
+        node = RealNode(ApiAccess.of(control_plane), network, scratch / "node")
         node.start(images=tuple(built))
         started.append(node)
         for service in (redis, postgres):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .binaries import ensure_node_binaries
-from .certs import issue_certificate
+from .certs import KeyPair, issue_certificate
 from .containerd import Containerd, ensure_pause_image
 from .control_plane import ControlPlane
 from .kubeconfig import render_kubeconfig, write_kubeconfig
@@ -144,15 +144,52 @@ def _kubelet_config(
     }
 
 
+def cni_conf_dir(node_state_dir: Path) -> Path:
+    """Where a node with this state directory keeps its CNI configuration."""
+    return node_state_dir / "cni" / "net.d"
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """What the node needs of its control plane: where it listens, its CA (which signs the
+    node's certificates) and an admin kubectl. A plain record, so that a process other than
+    the one that started the control plane (`cricalgo dev up`'s agent) can run the node."""
+
+    server: str
+    ca: KeyPair
+    kubeconfig: Path
+    kubectl_path: Path
+
+    @classmethod
+    def of(cls, control_plane: ControlPlane) -> ApiAccess:
+        assert control_plane.pki is not None, "the control plane is not started"
+        return cls(
+            control_plane.server,
+            control_plane.pki.ca,
+            control_plane.kubeconfig,
+            control_plane.toolchain.kubectl,
+        )
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise StartupError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+
 @dataclass
 class RealNode:
-    """A kubelet, kube-proxy and containerd registered with `control_plane` as `name`.
+    """A kubelet, kube-proxy and containerd registered with the API server as `name`.
 
-    The network comes first (`network.create(node.cni_conf_dir)`): the control plane
-    binds its address (`ControlPlane(..., node_ip=network.node_ip)`).
+    The network comes first (`network.create(cni_conf_dir(state_dir))`): the control plane
+    binds its address (`ControlPlane(..., node_ip=network.node_ip)`); then
+    `RealNode(ApiAccess.of(control_plane), network, ...)`.
     """
 
-    control_plane: ControlPlane
+    api: ApiAccess
     network: NodeNetwork
     state_dir: Path
     name: str = "real-node"
@@ -161,7 +198,7 @@ class RealNode:
 
     @property
     def cni_conf_dir(self) -> Path:
-        return self.state_dir / "cni" / "net.d"
+        return cni_conf_dir(self.state_dir)
 
     def start(self, images: tuple[str, ...] = (), timeout: float = 180) -> None:
         """Build what is missing, start containerd, load `images`, register the node and
@@ -179,14 +216,14 @@ class RealNode:
             raise
 
     def _kubeconfig(self, stem: str, common_name: str, organization: str | None) -> Path:
-        pki = self.control_plane.pki
-        assert pki is not None, "the control plane is not started"
-        pair = issue_certificate(pki.ca, self.state_dir / "pki", stem, common_name, organization)
+        pair = issue_certificate(
+            self.api.ca, self.state_dir / "pki", stem, common_name, organization
+        )
         return write_kubeconfig(
             self.state_dir / f"{stem}.kubeconfig",
             render_kubeconfig(
-                self.control_plane.server,
-                pki.ca.cert,
+                self.api.server,
+                self.api.ca.cert,
                 client_cert=pair.cert,
                 client_key=pair.key,
                 user=common_name,
@@ -195,8 +232,7 @@ class RealNode:
 
     def _start_kubelet(self, kubelet: Path, timeout: float) -> None:
         assert self.containerd is not None
-        assert self.control_plane.pki is not None
-        ca = self.control_plane.pki.ca
+        ca = self.api.ca
         kubeconfig = self._kubeconfig("kubelet", f"system:node:{self.name}", "system:nodes")
         serving = issue_certificate(
             ca, self.state_dir / "pki", "kubelet-serving", self.name, ips=(self.network.node_ip,)
@@ -228,7 +264,7 @@ class RealNode:
         process.wait_ready(self._node_ready, timeout)
 
     def _node_ready(self) -> bool:
-        proc = self.control_plane.kubectl(
+        proc = self.api.kubectl(
             "get", "node", self.name, "-o",
             'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
             check=False,
@@ -273,7 +309,7 @@ class RealNode:
     def drain(self, timeout: float = 120) -> None:
         """Delete every pod bound to the node at once and wait until the kubelet has
         stopped their containers and torn down their sandboxes' networks."""
-        self.control_plane.kubectl(
+        self.api.kubectl(
             "delete", "pods", "--all-namespaces", "--field-selector",
             f"spec.nodeName={self.name}", "--grace-period=0", "--force", "--wait=false",
             check=False,
@@ -307,7 +343,7 @@ class RealNode:
         remove_cgroups("kubepods")
         remove_kubelet_chains()
         self.network.remove()
-        self.control_plane.kubectl("delete", "node", self.name, "--wait=false", check=False)
+        self.api.kubectl("delete", "node", self.name, "--wait=false", check=False)
 
 
 def mounts_below(path: Path) -> list[str]:

@@ -7,6 +7,7 @@ local node and mesh (one supervised process running pods and routing nginx).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,13 @@ from .containers import kill_recorded
 from .control_plane import ControlPlane
 from .istio_crds import istio_crds_path
 from .processes import ManagedProcess, pid_alive, terminate_group
+from .real_node import (
+    NodeNetwork,
+    cni_conf_dir,
+    remove_cgroups,
+    remove_kubelet_chains,
+    unmount_below,
+)
 from .services import (
     NginxServer,
     PostgresServer,
@@ -71,6 +79,11 @@ class LocalStack:
 
     state_dir: Path
     toolchain: Toolchain | None = None
+    # A real node (kubelet, containerd; root only) running the `dev`-tagged images that
+    # `make images` builds, instead of the local node running commands.
+    real_node: bool = False
+    network: NodeNetwork | None = field(default=None, init=False)
+    images: list[str] = field(default_factory=list, init=False)
     control_plane: ControlPlane | None = field(default=None, init=False)
     redis: RedisServer | None = field(default=None, init=False)
     postgres: PostgresServer | None = field(default=None, init=False)
@@ -82,15 +95,31 @@ class LocalStack:
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         toolchain = self.toolchain or ensure_toolchain()
+        host = "127.0.0.1"
         try:
-            self.control_plane = ControlPlane(toolchain, self.state_dir / "cluster")
+            if self.real_node:
+                from .images import build_images
+
+                self.images = [image.name for image in build_images("dev")]
+                _say(f"images built: {', '.join(self.images)}", started)
+                self.network = NodeNetwork.pick()
+                self.network.create(cni_conf_dir(self.state_dir / NODE_DIR))
+                host = self.network.node_ip
+            self.control_plane = ControlPlane(
+                toolchain, self.state_dir / "cluster", node_ip=host if self.real_node else None
+            )
             self.control_plane.start()
             _say(f"control plane ready at {self.control_plane.server}", started)
             install_crds(self.control_plane, [istio_crds_path(), *project_crds()])
             _say("Istio and CricAlgo CRDs installed", started)
-            self.redis = RedisServer(self.state_dir / "redis")
+            # On a real node, pods reach them on the node's address.
+            self.redis = RedisServer(self.state_dir / "redis", host=host)
             self.redis.start()
-            self.postgres = PostgresServer(self.state_dir / "postgres")
+            self.postgres = PostgresServer(
+                self.state_dir / "postgres",
+                host=host,
+                trusted_cidr=self.network.pod_cidr if self.network else None,
+            )
             self.postgres.start()
             pki = self.control_plane.pki
             assert pki is not None
@@ -120,23 +149,37 @@ class LocalStack:
         assert self.control_plane is not None
         assert self.nginx is not None
         node_dir = self.state_dir / NODE_DIR
+        argv = [
+            sys.executable,
+            "-m",
+            "cricalgo_localstack.agent",
+            f"--kubeconfig={self.control_plane.kubeconfig}",
+            f"--state-dir={node_dir}",
+            f"--nginx-prefix={self.nginx.work_dir}",
+            f"--mesh-listen=127.0.0.1:{self.nginx.port}",
+        ]
+        if self.network is not None:
+            net = self.network
+            argv += [
+                "--real-node",
+                "--node-name=cricalgo-real",
+                f"--server={self.control_plane.server}",
+                f"--pki-dir={self.control_plane.state_dir / 'pki'}",
+                f"--kubectl={self.control_plane.toolchain.kubectl}",
+                f"--network={net.suffix},{net.node_ip},{net.pod_cidr}",
+                *(f"--image={image}" for image in self.images),
+            ]
         self.agent = ManagedProcess(
             "local-node",
-            [
-                sys.executable,
-                "-m",
-                "cricalgo_localstack.agent",
-                f"--kubeconfig={self.control_plane.kubeconfig}",
-                f"--state-dir={node_dir}",
-                f"--nginx-prefix={self.nginx.work_dir}",
-                f"--mesh-listen=127.0.0.1:{self.nginx.port}",
-            ],
+            argv,
             node_dir / "agent.log",
-            # It stops each pod (SIGTERM, up to 5 s, SIGKILL) before it exits.
-            stop_grace=20.0,
+            # It stops each pod (SIGTERM, up to 5 s, SIGKILL) before it exits; a real node
+            # also waits for the kubelet to tear the pods down, then removes what it made.
+            stop_grace=REAL_NODE_STOP_GRACE if self.real_node else 20.0,
         )
         self.agent.start()
-        self.agent.wait_ready(lambda: (node_dir / READY_FILE).exists(), 60)
+        # A real node loads the images into containerd first (about a minute).
+        self.agent.wait_ready(lambda: (node_dir / READY_FILE).exists(), 300)
 
     def describe(self) -> dict[str, Any]:
         if not (self.control_plane and self.redis and self.postgres):
@@ -157,8 +200,16 @@ class LocalStack:
         if self.agent is not None and self.agent.pid:
             pids["local-node"] = self.agent.pid
             signals["local-node"] = int(signal.SIGTERM)
+        real: dict[str, str] = {}
+        if self.network is not None:
+            real = {
+                "suffix": self.network.suffix,
+                "node_ip": self.network.node_ip,
+                "pod_cidr": self.network.pod_cidr,
+            }
         return {
             "state_dir": str(self.state_dir),
+            "real_node": real,
             "kubernetes": {
                 "server": self.control_plane.server,
                 "kubeconfig": str(self.control_plane.kubeconfig),
@@ -170,6 +221,7 @@ class LocalStack:
             "nginx": self.nginx.url,
             "pids": pids,
             "stop_signals": signals,
+            "stop_graces": {"local-node": REAL_NODE_STOP_GRACE} if real else {},
             # Directories outside state_dir that `dev down` removes too.
             "scratch_dirs": [str(d) for d in self.postgres.scratch_dirs()],
         }
@@ -188,6 +240,37 @@ class LocalStack:
             self.postgres.remove_data()
         if self.control_plane is not None:
             self.control_plane.stop()
+        if self.network is not None:
+            remove_real_node_leftovers(self.state_dir, self.network)
+            self.network = None
+
+
+REAL_NODE_STOP_GRACE = 120.0
+
+
+def processes_naming(path: Path) -> list[int]:
+    """Processes whose command line names `path`."""
+    found = []
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def remove_real_node_leftovers(state_dir: Path, network: NodeNetwork) -> None:
+    """What a real node leaves when its agent could not clean up: mounts under the state
+    directory, the kubelet's cgroups and iptables chains, the node's network devices, and
+    any of its processes (kubelet, kube-proxy, containerd, shims: each names the directory)."""
+    for pid in processes_naming(state_dir / NODE_DIR):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    unmount_below(state_dir)
+    remove_cgroups("kubepods")
+    remove_kubelet_chains()
+    network.remove()
 
 
 def _say(message: str, started: float) -> None:
@@ -230,8 +313,14 @@ def stop_recorded(state_dir: Path) -> list[str]:
         pid = int(state["pids"][name])
         if pid_alive(pid):
             sig = int(state.get("stop_signals", {}).get(name, signal.SIGTERM))
-            terminate_group(pid, grace=10.0, sig=sig)
+            grace = float(state.get("stop_graces", {}).get(name, 10.0))
+            terminate_group(pid, grace=grace, sig=sig)
             stopped.append(name)
+    real = state.get("real_node") or {}
+    if real:
+        # The agent removes all of it when it stops; this is for an agent that was killed.
+        network = NodeNetwork(real["suffix"], real["node_ip"], real["pod_cidr"])
+        remove_real_node_leftovers(state_dir, network)
     # Pods whose node died without stopping them (it records each container's pid).
     for pid_file in (state_dir / NODE_DIR / "pods").glob("*/*/*.pid"):
         kill_recorded(pid_file)

@@ -171,6 +171,9 @@ def test_the_chart_runs_the_operator_image_which_runs_the_workload_image(
     assert operator["spec"]["nodeName"] == installed.real.node.name
     assert operator["spec"]["containers"][0]["image"] == "cricalgo/operator:test"
     assert operator["spec"]["serviceAccountName"] != "default"
+    # The API server reaches the kubelet on the node's (non-loopback) address.
+    logs = installed.kubectl("logs", "-n", installed.namespace, operator["metadata"]["name"])
+    assert logs.stdout.strip()
     for component in ("app", "worker"):
         (pod,) = installed.pods(component)
         assert pod["spec"]["nodeName"] == installed.real.node.name
