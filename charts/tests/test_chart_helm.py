@@ -173,6 +173,47 @@ def test_analysis_settings_reach_the_operator(helm: str) -> None:
     assert "--prometheus-allowed-url=http://thanos:9090/tenant" in allowed
 
 
+def test_prometheus_credentials_are_mounted_from_their_secret(helm: str) -> None:
+    assert "volumes" not in _deployment(_render(helm))["spec"]["template"]["spec"]
+    pod = _deployment(
+        _render(
+            helm,
+            "prometheusUrl=https://thanos.monitoring:9091",
+            "prometheusCredentials.secretName=thanos-client",
+            "prometheusCredentials.caKey=ca.crt",
+            "prometheusCredentials.certKey=tls.crt",
+            "prometheusCredentials.keyKey=tls.key",
+            "prometheusCredentials.username=cricalgo",
+            "prometheusCredentials.passwordKey=password",
+            "prometheusCredentials.serverName=thanos.monitoring.svc",
+        )
+    )["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    files = "/etc/cricalgo/prometheus"
+    assert {
+        f"--prometheus-ca-file={files}/ca.crt",
+        f"--prometheus-cert-file={files}/tls.crt",
+        f"--prometheus-key-file={files}/tls.key",
+        "--prometheus-username=cricalgo",
+        f"--prometheus-password-file={files}/password",
+        "--prometheus-server-name=thanos.monitoring.svc",
+    } <= set(container["args"])
+    assert container["volumeMounts"] == [
+        {"name": "prometheus-credentials", "mountPath": files, "readOnly": True}
+    ]
+    assert pod["volumes"] == [
+        {"name": "prometheus-credentials", "secret": {"secretName": "thanos-client"}}
+    ]
+    # The operator itself refuses half a pair; the chart says which value is missing.
+    half = _helm(
+        helm, "template", "x", str(CHART),
+        "--set", "prometheusCredentials.secretName=s", "--set", "prometheusCredentials.certKey=c",
+        check=False,
+    )  # fmt: skip
+    assert half.returncode != 0
+    assert "prometheusCredentials.keyKey goes with certKey" in half.stderr
+
+
 def test_schema_refuses_unknown_and_ill_typed_values(helm: str) -> None:
     unknown = _helm(helm, "template", "x", str(CHART), "--set", "replicas=2", check=False)
     assert unknown.returncode != 0
