@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 
+from cricalgo_operator.canary.engine import revised
+from cricalgo_operator.canary.model import CanaryStatus
+from cricalgo_operator.canary.runner import config_of, with_owned
 from cricalgo_operator.model import Cad, pod_inputs
 from cricalgo_operator.render import render
 from cricalgo_operator.resync import settled
@@ -17,6 +21,7 @@ from cricalgo_operator.stable_env import (
     referenced_secret,
 )
 
+T0 = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 SPEC: dict[str, Any] = {
     "image": "reg/cricalgo:1.0",
     "database": {"secretRef": {"name": "pay-db"}},
@@ -155,3 +160,17 @@ def test_a_new_snapshot_keeps_its_secret_and_the_outgoing_one_and_drops_the_rest
     # A status from before the Secrets (a literal stableSpec) knows of none to delete.
     legacy = cad(status={"stableSpec": {"image": "x", "env": [{"name": "K", "value": "0"}]}})
     assert kept_secrets(legacy, one) == ([name["1"]], [])
+
+
+def test_the_engine_writes_the_snapshot_it_rendered() -> None:
+    # The runner renders the decision's status before writing it: were the snapshot
+    # literal there and externalized by the write, the stable pods would roll twice.
+    c = cad()
+    decision = revised(config_of(c), CanaryStatus.from_dict(c.status), T0)
+    assert decision is not None
+    after = with_owned(c.status, decision.status)
+    assert not has_literal_env(after["stableSpec"])
+    written, secret = plan_status_patch(c, decision.status.patch_from(c.status))
+    assert written["stableSpec"] == after["stableSpec"]
+    assert secret is not None  # created from the spec's values before the write
+    assert render(c.with_status(after)) == render(c.with_status({**after, **written}))

@@ -59,6 +59,7 @@ from cricalgo_operator.model import Cad, Manifest, pod_inputs
 from cricalgo_operator.naming import API_VERSION, KIND, children_selector, image_version
 from cricalgo_operator.readiness import deployment_readiness, promotion_ready, serving_replicas
 from cricalgo_operator.render import render
+from cricalgo_operator.stable_env import externalize
 from cricalgo_operator.status import emit_event, write_status
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,13 @@ analysis_duration = Histogram(
 
 
 def config_of(cad: Cad) -> CanaryConfig:
+    """The engine's configuration. The pod inputs the stable takes over carry references
+    in place of literal env values (stable_env.py), so the status a decision writes, and
+    the render of it, are the same before and after the write."""
     return CanaryConfig.from_spec(
         cad.spec,
         revision=cad.spec_revision,
-        pod_inputs=pod_inputs(cad.spec),
+        pod_inputs=externalize(cad, pod_inputs(cad.spec)).snapshot,
         generation=cad.generation,
     )
 
