@@ -92,6 +92,13 @@ def promoted_condition(spec_image: str, status: Mapping[str, Any]) -> tuple[bool
     return None, "Pending", f"{spec_image} is not the stable image yet"
 
 
+def migration_holds(status: Mapping[str, Any]) -> bool:
+    """Whether a canary before its first step waits for its migration Job."""
+    step = status.get("currentStep")
+    waiting = (status.get("migration") or {}).get("state") in ("Pending", "Running")
+    return waiting and (step is None or int(step) < 0)
+
+
 def reported_failure(conditions: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The Degraded condition if it reports one of the operator's failures."""
     degraded = next((c for c in conditions if c.get("type") == "Degraded"), None)
@@ -114,7 +121,12 @@ def canary_conditions(
     operator's failures stays."""
     phase = status.get("phase") or "Initializing"
     out = [dict(c) for c in conditions]
-    if phase in CANARY_PHASES:
+    migration = status.get("migration") or {}
+    if phase in CANARY_PHASES and migration_holds(status):
+        # The canary's pods wait for its schema migration (migrations.py).
+        message = f"canary {status.get('canaryImage')} at 0%: {migration.get('message')}"
+        out = set_condition(out, "Progressing", True, "AwaitingMigration", message, now, generation)
+    elif phase in CANARY_PHASES:
         weight = int(status.get("canaryWeight") or 0) if status.get("canaryRevision") else 0
         message = f"canary {status.get('canaryImage')} at {weight}%"
         out = set_condition(out, "Progressing", True, phase, message, now, generation)
@@ -123,6 +135,9 @@ def canary_conditions(
         out = set_condition(out, "Progressing", False, "NoCanary", message, now, generation)
     if keep_failure and reported_failure(out):
         pass
+    elif phase in DEGRADED_PHASES and migration.get("state") == "Failed":
+        message = f"canary {status.get('failedImage')} was rolled back: {migration.get('message')}"
+        out = set_condition(out, "Degraded", True, "MigrationFailed", message, now, generation)
     elif phase in DEGRADED_PHASES:
         message = f"canary {status.get('failedImage')} was rolled back"
         out = set_condition(out, "Degraded", True, phase, message, now, generation)

@@ -41,6 +41,7 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("v1", "Event"): "events",
     ("v1", "Secret"): "secrets",  # credentials a CR names; the stable env (stable_env.py)
     ("apps/v1", "Deployment"): "deployments",
+    ("batch/v1", "Job"): "jobs",  # the canary's migration (migrations.py)
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "Ingress"): "ingresses",

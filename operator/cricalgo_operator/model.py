@@ -38,6 +38,13 @@ DEFAULTS: dict[str, Any] = {
         "gateways": [],
         "publicPaths": [{"path": "/api/v1/webhooks/deposit", "match": "Exact"}],
     },
+    "migrations": {
+        "enabled": False,
+        "command": ["cricalgo-workload"],
+        "args": ["migrate"],
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": 600,
+    },
     "canary": {
         "steps": [10, 25, 50, 100],
         "stepDuration": "30m",

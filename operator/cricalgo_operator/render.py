@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .migrations import migration_pending
 from .model import Cad, Manifest, pod_inputs, revision_of
 from .naming import COMPONENTS, Track, instance_labels
 from .render_pods import render_deployment
@@ -45,13 +46,15 @@ def render_workloads(cad: Cad) -> list[Manifest]:
     hpas: list[Manifest] = []
     pdbs: list[Manifest] = []
     tracks = track_inputs(cad)
+    # A canary waiting for its schema migration has no pod yet (migrations.py).
+    scaled_down = cad.canary_scaled_down or migration_pending(cad)
     for component in COMPONENTS:
         bounds = track_bounds(
             cad.spec,
             component,
             cad.canary_weight,
             cad.canary_active,
-            cad.canary_scaled_down,
+            scaled_down,
             cad.promoting_with(component),
         )
         for track, (inputs, revision) in tracks.items():

@@ -21,6 +21,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from cricalgo_operator.canary.judge import judge, tick_verdict
+from cricalgo_operator.canary.migration_gate import (
+    MIGRATION_FAILED,
+    migration_gate,
+    rollback_reason,
+)
 from cricalgo_operator.canary.model import (
     ALL_READY,
     NO_CONTROL,
@@ -40,6 +45,7 @@ from cricalgo_operator.canary.revisions import CANARY_RESET, is_canary, is_stabl
 from cricalgo_operator.canary.sequential import Outcome
 from cricalgo_operator.canary.state import HISTORY_LIMIT, format_time
 from cricalgo_operator.conditions import canary_conditions
+from cricalgo_operator.migrations import Migration
 from cricalgo_operator.naming import COMPONENTS
 
 # The hold while the canary's Deployments are not ready yet (weight stays 0).
@@ -68,6 +74,7 @@ def decide(
     control: Control = NO_CONTROL,
     canary_ready: bool = True,
     tracks: TrackState = ALL_READY,
+    migration: Migration | None = None,
 ) -> Decision:
     """Decide this tick. `control` carries manual requests (promote/abort/retry/resume).
 
@@ -75,11 +82,12 @@ def decide(
     the Deployments' status). A router sends the canary its weight whether or not a pod
     stands behind it, so traffic first moves to the canary only once it is ready.
     `tracks`: the rest of what the Deployments say (promotion and rollback progress).
+    `migration`: the canary's migration Job, while one gates it (migration_gate.py).
     """
     if not canary_ready:
         tracks = replace(tracks, canary_ready=False)
     decision = revise(config, status, now) or _decide(
-        config, status, readings, now, control, tracks
+        config, status, readings, now, control, tracks, migration
     )
     return complete(config, status, decision, now)
 
@@ -123,13 +131,14 @@ def _decide(
     now: datetime,
     control: Control,
     tracks: TrackState,
+    migration: Migration | None = None,
 ) -> Decision:
     if status.phase == Phase.PROMOTING:
         return _finish_promotion(status, tracks)
     if status.phase == Phase.ROLLING_BACK:
         return _finish_rollback(status, tracks)
     if status.phase in _ACTIVE and status.canary_image:
-        return _decide_active(config, status, readings, now, control, tracks)
+        return _decide_active(config, status, readings, now, control, tracks, migration)
     return _decide_idle(config, status, now, control, tracks.canary_ready)
 
 
@@ -285,6 +294,7 @@ def _decide_active(
     now: datetime,
     control: Control,
     tracks: TrackState,
+    migration: Migration | None = None,
 ) -> Decision:
     assert status.canary_image is not None
     serving = tracks.serving
@@ -292,6 +302,13 @@ def _decide_active(
         return _rollback(
             status, "Aborted", "aborted by user", "aborted", consumed=frozenset({"abort"})
         )
+    # Before anything starts the canary's pods (a full promotion too), its migration.
+    status, waiting = migration_gate(status, migration)
+    if waiting is not None:
+        return waiting
+    failed_migration = rollback_reason(migration)
+    if failed_migration is not None:
+        return _rollback(status, MIGRATION_FAILED, failed_migration)
     if control.promote == "full":
         message = f"promoted by user: {status.canary_image}"
         return _promote(

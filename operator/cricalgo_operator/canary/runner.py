@@ -33,6 +33,7 @@ from cricalgo_operator.canary.engine import (
     IMMEDIATE_ROLLBACKS,
     decide,
 )
+from cricalgo_operator.canary.migration_gate import AWAITING_MIGRATION
 from cricalgo_operator.canary.model import (
     ALL_READY,
     Action,
@@ -55,6 +56,7 @@ from cricalgo_operator.canary.state import OWNED_FIELDS
 from cricalgo_operator.children import by_child_id, leftovers, widened_children
 from cricalgo_operator.events import Transition
 from cricalgo_operator.kubeapi import KubeApi
+from cricalgo_operator.migration_jobs import observe_migration
 from cricalgo_operator.model import Cad, Manifest, pod_inputs
 from cricalgo_operator.naming import API_VERSION, KIND, children_selector, image_version
 from cricalgo_operator.readiness import deployment_readiness, promotion_ready, serving_replicas
@@ -305,11 +307,16 @@ async def tick(
     else:
         control = control_from_annotations(cad.annotations)
         tracks = await read_tracks(api, cad) if needs_tracks(status, control) else ALL_READY
-        decision = decide(config, status, readings, now, control, tracks=tracks)
+        migration = await observe_migration(api, cad)
+        decision = decide(
+            config, status, readings, now, control, tracks=tracks, migration=migration
+        )
         if decision.action == Action.PROMOTE and tracks.serving is None:
             # The stable is scaled to the capacity serving when the promotion begins.
             tracks = await read_tracks(api, cad)
-            decision = decide(config, status, readings, now, control, tracks=tracks)
+            decision = decide(
+                config, status, readings, now, control, tracks=tracks, migration=migration
+            )
     analysis_duration.observe(time.perf_counter() - started)
     for verdict in decision.verdicts:
         metrics.analysis_verdicts.labels(namespace, name, verdict.name, str(verdict.verdict)).inc()
@@ -323,7 +330,7 @@ async def tick(
         phase = status.phase or "Initializing"
         message = f"{', '.join(sorted(ignored))}: nothing to do while {phase} ({decision.reason})"
         await emit_event(api, cad, Transition("RequestIgnored", message, "Warning"), now)
-    if decision.reason == AWAITING_CANARY_PODS and (
+    if decision.reason in (AWAITING_CANARY_PODS, AWAITING_MIGRATION) and (
         previous is None or previous.reason != decision.reason
     ):
         log.info("canary %s/%s: %s", namespace, name, decision.message)

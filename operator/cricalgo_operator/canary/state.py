@@ -46,6 +46,7 @@ OWNED_FIELDS = (
     "history",
     "lastAnalysis",
     "conditions",
+    "migration",
 )
 
 
@@ -72,6 +73,9 @@ class CanaryStatus:
     history: tuple[Mapping[str, Any], ...] = ()
     last_analysis: Mapping[str, Any] | None = None
     conditions: tuple[Mapping[str, Any], ...] = ()
+    # The last migration Job seen (migrations.py): {job, state, message}; kept after the
+    # canary ends, so a later revision needing the same Job does not run it again.
+    migration: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, status: Mapping[str, Any] | None) -> CanaryStatus:
@@ -97,6 +101,7 @@ class CanaryStatus:
             history=tuple(status.get("history") or ()),
             last_analysis=status.get("lastAnalysis"),
             conditions=tuple(status.get("conditions") or ()),
+            migration=status.get("migration"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +129,7 @@ class CanaryStatus:
             "history": [dict(h) for h in self.history] or None,
             "lastAnalysis": dict(self.last_analysis) if self.last_analysis is not None else None,
             "conditions": [dict(c) for c in self.conditions] or None,
+            "migration": dict(self.migration) if self.migration is not None else None,
         }
 
     def patch_from(self, before: Mapping[str, Any]) -> dict[str, Any]:
