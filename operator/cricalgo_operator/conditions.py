@@ -135,7 +135,11 @@ def canary_conditions(
         out = set_condition(out, "Progressing", False, "NoCanary", message, now, generation)
     if keep_failure and reported_failure(out):
         pass
-    elif phase in DEGRADED_PHASES and migration.get("state") == "Failed":
+    elif (
+        phase in DEGRADED_PHASES
+        and migration.get("state") == "Failed"
+        and migration.get("image") == status.get("failedImage")
+    ):
         message = f"canary {status.get('failedImage')} was rolled back: {migration.get('message')}"
         out = set_condition(out, "Degraded", True, "MigrationFailed", message, now, generation)
     elif phase in DEGRADED_PHASES:

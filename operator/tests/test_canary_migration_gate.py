@@ -43,7 +43,7 @@ def test_a_running_migration_holds_the_canary_at_zero_and_says_so() -> None:
     assert (decision.action, decision.reason) == (Action.HOLD, "AwaitingMigration")
     assert decision.status.canary_weight == 0
     assert decision.status.current_step == -1
-    assert decision.status.migration == running.to_dict()
+    assert decision.status.migration == {**running.to_dict(), "image": "cricalgo:v2"}
     progressing = condition(decision.status, "Progressing")
     assert progressing["reason"] == "AwaitingMigration"
     assert JOB in progressing["message"]
@@ -60,12 +60,12 @@ def test_a_succeeded_migration_is_recorded_and_the_canary_goes_on() -> None:
     decision = decide(CONFIG, WAITING, Readings(), T0, migration=done)
     assert decision.action == Action.START
     assert decision.status.canary_weight == 10
-    assert decision.status.migration == done.to_dict()
+    assert decision.status.migration == {**done.to_dict(), "image": "cricalgo:v2"}
     # While the pods start, the record stays (the render scales them up from it).
     not_ready = TrackState(canary_ready=False)
     held = decide(CONFIG, WAITING, Readings(), T0, tracks=not_ready, migration=done)
     assert held.reason == "AwaitingCanaryPods"
-    assert held.status.migration == done.to_dict()
+    assert held.status.migration == decision.status.migration
 
 
 def test_a_failed_migration_rolls_back_and_the_cr_is_degraded_for_it() -> None:
@@ -89,3 +89,13 @@ def test_without_a_migration_nothing_changes() -> None:
     decision = decide(CONFIG, WAITING, Readings(), T0)
     assert decision.action == Action.START
     assert decision.status.migration is None
+
+
+def test_a_later_rollback_of_another_image_is_not_blamed_on_an_old_migration() -> None:
+    old = {"job": JOB, "image": "cricalgo:v0", "state": FAILED, "message": "old failure"}
+    rolling = WAITING.evolve(
+        phase=Phase.ROLLING_BACK, failed_image="cricalgo:v2", current_step=1, migration=old
+    )
+    after = decide(CONFIG, rolling, Readings(), T0)
+    assert after.status.phase == Phase.ROLLED_BACK
+    assert condition(after.status, "Degraded")["reason"] == "RolledBack"

@@ -24,7 +24,8 @@ def migration_gate(
     (`rollback_reason` says why), as it does for every other rollback."""
     if migration is None:
         return status, None
-    recorded = status.evolve(migration=migration.to_dict())
+    # With the image it migrated for: a later rollback of another image is not this one's.
+    recorded = status.evolve(migration={**migration.to_dict(), "image": status.canary_image})
     if migration.state in (SUCCEEDED, FAILED):
         return recorded, None
     message = f"canary {status.canary_image} waits for its migration: {migration.message}"
