@@ -400,9 +400,15 @@ class Demo:
                 "SELECT count(DISTINCT tx_id) FROM ledger_entries"
             ).fetchone()
         except psycopg.Error:
-            self._ledger = None
+            self.close()  # a broken connection is closed, not left to the garbage collector
             return None
         return int(row[0]) if row else None
+
+    def close(self) -> None:
+        """Close the ledger connection the samples used."""
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
     def rollout(self, image: str, fault: bool, until: str) -> tuple[float, float]:
         started = time.time()
@@ -453,6 +459,7 @@ def run_scenarios(cluster: ScenarioCluster) -> DemoResult:
         demo.say(f"demo stopped: {err}")
     finally:
         load.stop()
+        demo.close()
     result.accepted = len(load.accepted)
     result.transport_errors = dict(load.errors)
     result.operator = demo.operator
