@@ -26,7 +26,7 @@ ALL_EVENTS = tuple(RolloutEvent)
 # Degraded=True with a phase as its reason reports a canary's outcome (a rollback); any
 # other reason is the operator failing at its work on the CR (an object it does not own,
 # a child the API server refuses, a spec the analysis cannot use, a deadline).
-_PHASE_REASONS = frozenset({"RollingBack", "RolledBack", "Failed"})
+_PHASE_REASONS = frozenset({"RollingBack", "RolledBack"})
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,7 @@ def what_happened(
         reason = why if outcome == "rolledBack" else f"aborted: {why}".rstrip(": ")
         out.append(happened(RolloutEvent.ROLLED_BACK, reason, ended.get("image")))
     failure = _degraded(after)
-    if after.get("phase") == "Failed" and before.get("phase") != "Failed":
-        out.append(happened(RolloutEvent.FAILED, failure[1] if failure else ""))
-    elif failure and failure[0] not in _PHASE_REASONS:
+    if failure and failure[0] not in _PHASE_REASONS:
         previous = _degraded(before)
         if previous is None or previous[0] != failure[0]:
             out.append(happened(RolloutEvent.FAILED, f"{failure[0]}: {failure[1]}"))
