@@ -92,7 +92,9 @@ def _metric_sum(text: str, name: str, labels: str = "") -> float:
 
 async def _server_counts(server: httpx.AsyncClient) -> tuple[float, float]:
     """From the API server's own counter: Kopf's patches of CRs, and all requests."""
-    text = (await server.get("/metrics")).text
+    # A loaded API server may take seconds to render its metrics (measured: over 5 s at a
+    # load average of 15 on 2 cores).
+    text = (await server.get("/metrics", timeout=60)).text
     kopf_patches = total = 0.0
     for m in re.finditer(r"^apiserver_request_total\{([^}]*)\} (\S+)$", text, re.MULTILINE):
         labels, value = m.group(1), float(m.group(2))
