@@ -115,10 +115,13 @@ def canary_conditions(
     spec_image: str,
     *,
     keep_failure: bool = False,
+    why: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Progressing, Degraded and Promoted for the phase in `status`; the others (Ready)
     are left as they are. With `keep_failure` a Degraded condition reporting one of the
-    operator's failures stays."""
+    operator's failures stays. `why` (reason, message) says why a running canary holds or
+    rolls back (AwaitingCanaryPods, CheckFailed, ProgressDeadlineExceeded, ...): it becomes
+    the Progressing condition's reason and message."""
     phase = status.get("phase") or "Initializing"
     out = [dict(c) for c in conditions]
     migration = status.get("migration") or {}
@@ -128,8 +131,10 @@ def canary_conditions(
         out = set_condition(out, "Progressing", True, "AwaitingMigration", message, now, generation)
     elif phase in CANARY_PHASES:
         weight = int(status.get("canaryWeight") or 0) if status.get("canaryRevision") else 0
-        message = f"canary {status.get('canaryImage')} at {weight}%"
-        out = set_condition(out, "Progressing", True, phase, message, now, generation)
+        reason, message = phase, f"canary {status.get('canaryImage')} at {weight}%"
+        if why is not None:
+            reason, message = why
+        out = set_condition(out, "Progressing", True, reason, message, now, generation)
     else:
         message = f"stable {status.get('stableImage')} serves all traffic"
         out = set_condition(out, "Progressing", False, "NoCanary", message, now, generation)
@@ -186,7 +191,14 @@ def conditions_for(
     """
     conditions = status.get("conditions") or []
     ready = ready_condition(conditions, stable_readiness(deployments), now, generation)
-    return canary_conditions(ready, status, now, generation, spec_image, keep_failure=keep_failure)
+    # Why a running canary holds is the engine's to say: kept as its last decision left it.
+    progressing = next((c for c in conditions if c.get("type") == "Progressing"), None)
+    why = None
+    if progressing and progressing.get("status") == "True":
+        why = (str(progressing.get("reason")), str(progressing.get("message")))
+    return canary_conditions(
+        ready, status, now, generation, spec_image, keep_failure=keep_failure, why=why
+    )
 
 
 def ready_transition(

@@ -499,6 +499,37 @@ def test_no_traffic_to_a_canary_whose_pods_are_not_ready(canary: Canary, capsys:
     assert status["history"][-1]["outcome"] == "aborted"
 
 
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def test_a_stuck_canary_is_rolled_back_by_its_progress_deadline(canary: Canary) -> None:
+    # No pod ever runs in this cluster, so behind a router the canary never becomes ready.
+    canary.stable_first(
+        traffic={"provider": "istio", "hosts": ["pay.example.com"]}, progressDeadline="10s"
+    )
+    canary.set_image(V2)
+    canary.wait(
+        "the hold in the conditions",
+        lambda s: _condition(s, "Progressing").get("reason") == "AwaitingCanaryPods",
+    )
+    status = canary.wait("rolled back by the deadline", lambda s: s.get("phase") == "RolledBack")
+    entry = status["history"][-1]
+    assert (entry["image"], entry["outcome"]) == (IMAGE.format(V2), "rolledBack")
+    assert entry["reason"].startswith("ProgressDeadlineExceeded: ")
+    assert status["failedImage"] == IMAGE.format(V2)
+    assert _condition(status, "Degraded")["status"] == "True"
+    assert _condition(status, "Promoted")["status"] == "False"
+    items = json.loads(canary.kubectl("get", "events", "-o", "json").stdout)["items"]
+    warnings = [
+        e["message"]
+        for e in items
+        if e["involvedObject"].get("name") == "pay"
+        and (e["reason"], e["type"]) == ("RolledBack", "Warning")
+    ]
+    assert any("ProgressDeadlineExceeded" in m for m in warnings), warnings
+
+
 def test_a_severe_fault_is_rolled_back_between_ticks(canary: Canary) -> None:
     canary.play("stable", V1)
     exporter = canary.play("canary", V2)

@@ -86,6 +86,11 @@ def test_printer_columns(kube_cluster: Any, namespace: str) -> None:
             "canary.analysisInterval must not be longer than canary.stepDuration",
         ),
         ({"canary": {"analysisInterval": "1ms"}}, "canary.analysisInterval must be at least 1s"),
+        ({"canary": {"progressDeadline": "soon"}}, "must be a positive duration such as 30s"),
+        (
+            {"canary": {"progressDeadline": "30s", "analysisInterval": "1m"}},
+            "canary.progressDeadline must not be shorter than canary.analysisInterval",
+        ),
         (
             {"canary": {"analysisInterval": "999ms"}},
             "canary.analysisInterval must be at least 1s",
@@ -245,6 +250,7 @@ def test_invalid_cr_is_rejected_with_its_message(
         },
         {"canary": {"steps": [100], "stepDuration": "1m30s", "analysisInterval": "30s"}},
         {"canary": {"analysisInterval": "1s", "stepDuration": "3s"}},
+        {"canary": {"progressDeadline": "10m"}},
         {
             "traffic": {
                 "publicPaths": [

@@ -20,6 +20,11 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from cricalgo_operator.canary.deadlines import (
+    PROGRESS_DEADLINE_EXCEEDED,
+    pods_overdue,
+    step_overdue,
+)
 from cricalgo_operator.canary.judge import judge, tick_verdict
 from cricalgo_operator.canary.migration_gate import (
     MIGRATION_FAILED,
@@ -62,6 +67,11 @@ IMMEDIATE_ROLLBACKS = frozenset({FAIL_FAST, EVIDENCE_OF_FAULT})
 # The hold at the end of a step while a sequential test has not accepted the canary yet.
 AWAITING_EVIDENCE = "AwaitingEvidence"
 _EPSILON = 1e-6  # seconds; absorbs float noise in elapsed-time comparisons
+# Decisions whose reason says why a running canary holds or goes back (Progressing).
+_EXPLAINED = (Action.HOLD, Action.ROLLBACK)
+# Holds that follow a promotion or a rollback: the condition keeps saying why that began
+# (and a repeated hold writes nothing).
+_FOLLOWING = (AWAITING_STABLE, AWAITING_CANARY_DRAIN)
 _ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 _NONE: frozenset[str] = frozenset()
 
@@ -111,6 +121,7 @@ def complete(
         )
     # A failure of the operator's own work (failures.py) stays reported: only a reconcile
     # that succeeds clears it.
+    why = _why(status, decision)
     conditions = canary_conditions(
         status.conditions,
         status.to_dict(),
@@ -118,10 +129,23 @@ def complete(
         config.generation,
         config.image,
         keep_failure=True,
+        why=why,
     )
     if [dict(c) for c in status.conditions] != conditions:
         status = status.evolve(conditions=tuple(conditions))
     return replace(decision, status=status)
+
+
+def _why(status: CanaryStatus, decision: Decision) -> tuple[str, str] | None:
+    """The Progressing condition's reason and message for this decision (None: the phase)."""
+    if decision.reason in _FOLLOWING:
+        current = next((c for c in status.conditions if c.get("type") == "Progressing"), None)
+        if current is not None and current.get("status") == "True":
+            return str(current.get("reason")), str(current.get("message"))
+        return None
+    if decision.action in _EXPLAINED:
+        return decision.reason, decision.message
+    return None
 
 
 def _decide(
@@ -344,6 +368,9 @@ def _decide_active(
         return Decision(Action.RESUME, "Resumed", "analysis resumed", resumed, consumed=consumed)
     if status.current_step < 0:
         if not tracks.canary_ready:
+            overdue = pods_overdue(config, status, now)
+            if overdue is not None:
+                return _rollback(status, PROGRESS_DEADLINE_EXCEEDED, overdue)
             message = f"canary {status.canary_image} gets traffic once its pods are ready"
             return Decision(Action.HOLD, AWAITING_CANARY_PODS, message, status)
         started = _first_step(config, status, now)
@@ -354,7 +381,18 @@ def _decide_active(
         return Decision(Action.START, "CanaryStarted", message, started, consumed=consumed)
     if control.promote == "step":
         return _advance(config, status, now, "ManualStep", consumed=manual_step, serving=serving)
-    return _analyse(config, status, readings, now, serving)
+    decision = _analyse(config, status, readings, now, serving)
+    if decision.action == Action.HOLD:
+        overdue = step_overdue(config, decision.status, now, decision.message)
+        if overdue is not None:
+            return _rollback(
+                decision.status,
+                PROGRESS_DEADLINE_EXCEEDED,
+                overdue,
+                verdicts=decision.verdicts,
+                tick=decision.tick,
+            )
+    return decision
 
 
 def _analyse(

@@ -130,6 +130,10 @@ def slo_checks(slo: Mapping[str, Any]) -> tuple[MetricCheck, ...]:
     )
 
 
+def _optional_duration(value: Any) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
 @dataclass(frozen=True)
 class CanaryConfig:
     """`spec.canary` plus the target version, with the CRD's defaults applied."""
@@ -147,6 +151,7 @@ class CanaryConfig:
     min_requests: int = 20
     on_no_data: str = "hold"
     paused: bool = False
+    progress_deadline: float | None = None  # seconds; None: a canary may wait for ever
     templates: str = "workload"
     prometheus_url: str | None = None
     checks: tuple[MetricCheck, ...] = field(default_factory=lambda: slo_checks({}))
@@ -200,6 +205,7 @@ class CanaryConfig:
             min_requests=int(canary.get("minRequests", 20)),
             on_no_data=str(canary.get("onNoData", "hold")),
             paused=bool(canary.get("paused", False)),
+            progress_deadline=_optional_duration(canary.get("progressDeadline")),
             templates=str(canary.get("templates", "workload")),
             prometheus_url=(canary.get("prometheus") or {}).get("url"),
             checks=tuple(checks),

@@ -133,11 +133,20 @@ def transition_of(before: CanaryStatus, decision: Decision) -> Transition | None
     if action == Action.HOLD:
         if reason == "CheckFailed":
             return Transition("AnalysisFailed", message, "Warning")
+        if reason == AWAITING_CANARY_PODS and _holding(before) != reason:
+            # Announced once: posted with the write that puts the hold in the conditions.
+            return Transition(reason, message)
         return None
     if action == Action.IDLE:
         return None
     warning = decision.warning or reason == "NoData"
     return Transition(reason, message, "Warning" if warning else "Normal")
+
+
+def _holding(status: CanaryStatus) -> str | None:
+    """The reason of the Progressing condition: why the canary holds, if it does."""
+    found = next((c for c in status.conditions if c.get("type") == "Progressing"), None)
+    return None if found is None else found.get("reason")
 
 
 def with_owned(status: Mapping[str, Any], canary: CanaryStatus) -> dict[str, Any]:
@@ -277,9 +286,10 @@ async def tick(
     """Run one analysis tick for the CR; None if it is gone.
 
     `previous` is the last tick's decision, so that a hold repeated every second is
-    announced (Event) once. With `fail_fast_only` (the probe between ticks) nothing is
-    written unless the decision is a fail-fast rollback: a probe never advances, counts
-    no failed check and leaves control requests to the tick. The sequential test's
+    logged once (its Event is posted with the status write that records it). With
+    `fail_fast_only` (the probe between ticks) nothing is written unless the decision is
+    a fail-fast rollback: a probe never advances, counts no failed check and leaves
+    control requests to the tick. The sequential test's
     rollback is one too: its error rate holds however often it is looked at. With
     `resync` (after a tick that failed half-way) every child is applied, not only those
     that change."""
@@ -334,7 +344,6 @@ async def tick(
         previous is None or previous.reason != decision.reason
     ):
         log.info("canary %s/%s: %s", namespace, name, decision.message)
-        await emit_event(api, cad, Transition(decision.reason, decision.message), now)
     cad, _ = await persist(api, cad, decision, now, full=resync)
     # Failing and inconclusive ticks are logged with their reasons (why a canary holds).
     if decision.tick in (Verdict.FAIL, Verdict.NODATA) or decision.action in (
