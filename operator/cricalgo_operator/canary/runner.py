@@ -133,7 +133,7 @@ def transition_of(before: CanaryStatus, decision: Decision) -> Transition | None
     if action == Action.HOLD:
         if reason == "CheckFailed":
             return Transition("AnalysisFailed", message, "Warning")
-        if reason == AWAITING_CANARY_PODS and _holding(before) != reason:
+        if reason in (AWAITING_CANARY_PODS, AWAITING_MIGRATION) and _holding(before) != reason:
             # Announced once: posted with the write that puts the hold in the conditions.
             return Transition(reason, message)
         return None
