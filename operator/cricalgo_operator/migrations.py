@@ -38,11 +38,16 @@ def migrations_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(settings) if settings.get("enabled") else None
 
 
+LABEL_VALUE_MAX = 63
+
+
 def job_name(cad_name: str, spec: Mapping[str, Any], image: str) -> str:
-    """`NAME-migrate-<hash>` of what the Job runs: equal inputs, the same Job."""
+    """`NAME-migrate-<hash>` of what the Job runs: equal inputs, the same Job (NAME cut
+    to 44 characters)."""
     settings = spec.get("migrations") or {}
     ref = (spec.get("database") or {}).get("secretRef") or {}
     what = [
+        cad_name,
         settings.get("image") or image,
         settings.get("command"),
         settings.get("args"),
@@ -50,7 +55,10 @@ def job_name(cad_name: str, spec: Mapping[str, Any], image: str) -> str:
         ref.get("key"),
     ]
     digest = hashlib.sha256(json.dumps(what, separators=(",", ":")).encode()).hexdigest()
-    return f"{cad_name}-migrate-{digest[:10]}"
+    # The Job controller labels its pods with the Job's name: a label value, at most 63
+    # characters. The hash, of the whole CR name too, keeps a shortened name unique.
+    suffix = f"-migrate-{digest[:10]}"
+    return cad_name[: LABEL_VALUE_MAX - len(suffix)] + suffix
 
 
 def canary_job_name(cad: Cad) -> str:

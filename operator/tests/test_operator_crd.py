@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cricalgo_operator.migrations import render_migration_job
 from cricalgo_operator.model import Cad, with_defaults
 from cricalgo_operator.render import render
 
@@ -309,6 +310,24 @@ def test_a_name_too_long_for_its_children_is_refused_at_admission(
         if m["kind"] == "Service"
     ]
     assert max(len(n) for n in services) == 63
+    # ... and a migration Job whose pods the API server accepts: the Job controller labels
+    # them with the Job's name, a label value of at most 63 characters.
+    migrating = {**body, "metadata": meta}
+    migrating["spec"] = {**body["spec"], "migrations": {"enabled": True}}
+    job = render_migration_job(Cad.from_body(migrating), "reg/cricalgo:1.1")
+    assert len(job["metadata"]["name"]) <= 63
+    job["metadata"].pop("ownerReferences", None)
+    proc = kube_cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(job),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_webhook_secret_ref_defaults_its_key(kube_cluster: Any, namespace: str) -> None:
