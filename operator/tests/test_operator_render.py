@@ -178,6 +178,23 @@ def test_pod_template_is_restricted_and_configured_from_the_spec() -> None:
     assert worker["ports"] == [{"name": "metrics", "containerPort": 9191, "protocol": "TCP"}]
 
 
+def test_webhook_secret_ref_reaches_the_app_pods_only_as_a_reference() -> None:
+    ref = {"secretRef": {"name": "pay-webhook", "key": "secret"}}
+    children = by_key(render(make_cad("istio", webhook=ref, env=[])))
+    for name in ("pay-app", "pay-worker"):
+        (container,) = children[f"Deployment/{name}"]["spec"]["template"]["spec"]["containers"]
+        env = [e for e in container["env"] if e["name"] == "CRICALGO_WEBHOOK_SECRET"]
+        if name == "pay-worker":
+            assert env == []
+            continue
+        assert env == [
+            {
+                "name": "CRICALGO_WEBHOOK_SECRET",
+                "valueFrom": {"secretKeyRef": {"name": "pay-webhook", "key": "secret"}},
+            }
+        ]
+
+
 def test_deployments_under_an_hpa_do_not_set_replicas() -> None:
     children = by_key(render(in_canary("none", 25)))
     for name in ("pay-app", "pay-app-canary", "pay-worker", "pay-worker-canary"):
