@@ -13,7 +13,7 @@ from cricalgo_operator.canary.model import (
     Readings,
     TrackState,
 )
-from cricalgo_operator.canary.runner import config_of, transition_of, with_owned
+from cricalgo_operator.canary.runner import config_of, traffic_first, transition_of, with_owned
 from cricalgo_operator.canary.state import HISTORY_LIMIT
 from cricalgo_operator.model import Cad
 
@@ -240,3 +240,16 @@ def test_a_canary_decision_keeps_a_reported_failure_on_the_cr() -> None:
     assert started.status["phase"] == "Progressing"
     degraded = next(c for c in started.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", OWNERSHIP_CONFLICT)
+
+
+def test_traffic_leaves_the_canary_before_its_pods_do() -> None:
+    vs = {"kind": "VirtualService", "metadata": {"name": "pay"}}
+    ingress = {"kind": "Ingress", "metadata": {"name": "pay-canary"}}
+    deployment = {"kind": "Deployment", "metadata": {"name": "pay-app-canary"}}
+    # A rollback (25 -> 0) or the end of a promotion (100 -> 0): the routes go first.
+    assert traffic_first(25, 0, [deployment, vs]) == ([vs], [deployment])
+    assert traffic_first(100, 0, [ingress, deployment]) == ([ingress], [deployment])
+    # Up a step, or nothing but routes or nothing but pods changing: one apply.
+    assert traffic_first(10, 25, [vs, deployment]) == ([], [vs, deployment])
+    assert traffic_first(25, 0, [vs]) == ([], [vs])
+    assert traffic_first(25, 0, [deployment]) == ([], [deployment])

@@ -9,6 +9,7 @@ decisions about a new pod template the same way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -99,6 +100,25 @@ def needs_readings(config: CanaryConfig, status: CanaryStatus) -> bool:
 _WAITING = (AWAITING_CANARY_PODS, AWAITING_STABLE, AWAITING_CANARY_DRAIN)
 TRANSIENT_RETRY_SECONDS = 1.0
 
+# When the canary's weight goes down and its pods go in the same decision (a rollback, the
+# end of a promotion), the traffic objects are applied first and the rest this much later,
+# so routers have moved the traffic before the pods leave the endpoints (Argo Rollouts
+# waits 30 s by default, abortScaleDownDelaySeconds; a mesh reprograms within seconds).
+TRAFFIC_SETTLE_SECONDS = 3.0
+TRAFFIC_KINDS = frozenset({"VirtualService", "Ingress"})
+
+
+def traffic_first(
+    weight_before: int, weight_after: int, changed: list[Manifest]
+) -> tuple[list[Manifest], list[Manifest]]:
+    """(traffic objects to apply first, the rest) when the canary's weight goes down and
+    other children change with it; else ([], changed)."""
+    traffic = [m for m in changed if m["kind"] in TRAFFIC_KINDS]
+    rest = [m for m in changed if m["kind"] not in TRAFFIC_KINDS]
+    if weight_after >= weight_before or not traffic or not rest:
+        return [], changed
+    return traffic, rest
+
 
 def is_transient(decision: Decision) -> bool:
     """Whether the next tick should come within a second: the canary waits for its
@@ -188,8 +208,15 @@ async def persist(
         await emit_event(api, cad, transition, now)
     changed = [m for m in manifests if full or old.get(f"{m['kind']}/{m['metadata']['name']}") != m]
     applied: list[Manifest] = []
+    first, changed = traffic_first(before.canary_weight, cad.canary_weight, changed)
+    if first:
+        # Traffic leaves the canary before its pods do: a router that saw the pods go
+        # before the new weights would send the canary's share to no endpoint (503).
+        cad, applied = await apply(api, cad, manifests, first)
+        await asyncio.sleep(TRAFFIC_SETTLE_SECONDS)
     if changed or leftovers(cad.status.get("children") or [], manifests):
-        cad, applied = await apply(api, cad, manifests, changed)
+        cad, rest = await apply(api, cad, manifests, changed)
+        applied += rest
     if decision is not None and decision.action == Action.ROLLBACK:
         metrics.rollbacks.labels(cad.namespace, cad.name, decision.reason).inc()
     metrics.record_state(cad.namespace, cad.name, cad.status.get("phase"), cad.canary_weight)
